@@ -1,0 +1,212 @@
+"""Forward SDEs of Song et al. (ICLR 2021): VE (eq. 9, SMLD), VP (eq. 11, DDPM), sub-VP (eq. 12).
+
+Each SDE gives its drift/diffusion, the Gaussian perturbation kernel p_0t(x(t)|x(0)), the prior,
+a discretisation (SMLD / DDPM ancestral updates, or Euler-Maruyama), and its reverse-time SDE or
+probability-flow ODE (eq. 6 and eq. 13).
+"""
+
+from __future__ import annotations
+
+import abc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from utils import ConfigError, batch_sum, bcast, choose, require
+
+
+class SDE(abc.ABC):
+    """dx = f(x, t) dt + g(t) dw on t in [0, T], linear in x with Gaussian marginals."""
+
+    def __init__(self, N: int, T: float = 1.0, eps: float = 1e-5):
+        if int(N) < 1:
+            raise ValueError(f"N must be >= 1, got {N}")
+        self.N = int(N)
+        self.T = float(T)
+        self.eps = float(eps)
+
+    @abc.abstractmethod
+    def sde(self, x, t):
+        """Drift f(x, t) [B, ...] and diffusion g(t) [B]."""
+
+    @abc.abstractmethod
+    def marginal_coef(self, t):
+        """Mean coefficient alpha(t) [B] and std sigma(t) [B] of p_0t: x(t) = alpha x(0) + sigma z."""
+
+    @abc.abstractmethod
+    def prior_std(self) -> float:
+        """Std of the isotropic Gaussian prior p_T."""
+
+    def marginal_prob(self, x, t):
+        """Mean [B, ...] and std [B] of the perturbation kernel p_0t(x(t) | x(0) = x)."""
+        alpha, std = self.marginal_coef(t)
+        return bcast(alpha, x) * x, std
+
+    def prior_sampling(self, rng, shape):
+        return self.prior_std() * jax.random.normal(rng, shape)
+
+    def prior_logp(self, z):
+        """Log-density of the prior N(0, prior_std^2 I) at z: [B]."""
+        s = self.prior_std()
+        d = np.prod(z.shape[1:])
+        return -0.5 * d * np.log(2 * np.pi * s**2) - batch_sum(z**2) / (2 * s**2)
+
+    def discretize(self, x, t):
+        """One forward step x_{i+1} = x_i + f_i + G_i z; Euler-Maruyama with dt = T / N by default."""
+        dt = self.T / self.N
+        drift, diffusion = self.sde(x, t)
+        return drift * dt, diffusion * np.sqrt(dt)
+
+    def reverse(self, score_fn, probability_flow: bool = False) -> ReverseSDE:
+        """The reverse-time SDE (eq. 6), or with `probability_flow` the ODE (eq. 13)."""
+        return ReverseSDE(self, score_fn, probability_flow)
+
+
+class ReverseSDE:
+    """Reverse-time process given a score function score_fn(x, t) -> [B, ...]."""
+
+    def __init__(self, forward: SDE, score_fn, probability_flow: bool):
+        self.forward = forward
+        self.score_fn = score_fn
+        self.probability_flow = probability_flow
+        self.N, self.T, self.eps = forward.N, forward.T, forward.eps
+        self._w = 0.5 if probability_flow else 1.0
+
+    def sde(self, x, t):
+        """Drift f - w g^2 score (w = 1/2 for the ODE) and diffusion (0 for the ODE) [B]."""
+        drift, diffusion = self.forward.sde(x, t)
+        drift = drift - bcast(diffusion**2, x) * self.score_fn(x, t) * self._w
+        return drift, (jnp.zeros_like(diffusion) if self.probability_flow else diffusion)
+
+    def discretize(self, x, t):
+        """Reverse of the forward discretisation: f - w G^2 score, G (0 for the ODE)."""
+        f, G = self.forward.discretize(x, t)
+        rev_f = f - bcast(G**2, x) * self.score_fn(x, t) * self._w
+        return rev_f, (jnp.zeros_like(G) if self.probability_flow else G)
+
+
+class VESDE(SDE):
+    """Variance exploding: sigma(t) = sigma_min (sigma_max / sigma_min)^t, f = 0."""
+
+    def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000, eps=1e-5):
+        super().__init__(N, 1.0, eps)
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        # SMLD noise levels, increasing: sigma_1 < ... < sigma_N.
+        self.discrete_sigmas = jnp.exp(jnp.linspace(np.log(sigma_min), np.log(sigma_max), self.N))
+
+    def sigma(self, t):
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+    def sde(self, x, t):
+        g = self.sigma(t) * np.sqrt(2 * (np.log(self.sigma_max) - np.log(self.sigma_min)))
+        return jnp.zeros_like(x), g
+
+    def marginal_coef(self, t):
+        return jnp.ones_like(t), self.sigma(t)
+
+    def prior_std(self):
+        return self.sigma_max
+
+    def timestep(self, t):
+        """Index i of the discrete noise level used at time t: [B] int32."""
+        return jnp.round(t * (self.N - 1) / self.T).astype(jnp.int32)
+
+    def discretize(self, x, t):
+        """SMLD: x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z, with sigma_0 = 0."""
+        i = self.timestep(t)
+        sigma = self.discrete_sigmas[i]
+        prev = jnp.where(i == 0, 0.0, self.discrete_sigmas[jnp.maximum(i - 1, 0)])
+        return jnp.zeros_like(x), jnp.sqrt(sigma**2 - prev**2)
+
+
+class VPSDE(SDE):
+    """Variance preserving: beta(t) = beta_min + t (beta_max - beta_min), f = -beta x / 2."""
+
+    def __init__(self, beta_min=0.1, beta_max=20.0, N=1000, eps=1e-3):
+        super().__init__(N, 1.0, eps)
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_0, self.beta_1 = float(beta_min), float(beta_max)
+        # DDPM's beta_i = beta(t_i) / N on the discrete grid.
+        self.discrete_betas = jnp.linspace(beta_min / self.N, beta_max / self.N, self.N)
+        self.alphas = 1.0 - self.discrete_betas
+
+    def beta(self, t):
+        return self.beta_0 + t * (self.beta_1 - self.beta_0)
+
+    def log_mean_coeff(self, t):
+        return -0.25 * t**2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
+
+    def sde(self, x, t):
+        beta = self.beta(t)
+        return -0.5 * bcast(beta, x) * x, jnp.sqrt(beta)
+
+    def marginal_coef(self, t):
+        lmc = self.log_mean_coeff(t)
+        return jnp.exp(lmc), jnp.sqrt(-jnp.expm1(2.0 * lmc))
+
+    def prior_std(self):
+        return 1.0
+
+    def timestep(self, t):
+        return jnp.round(t * (self.N - 1) / self.T).astype(jnp.int32)
+
+    def discretize(self, x, t):
+        """DDPM: x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z."""
+        i = self.timestep(t)
+        beta = self.discrete_betas[i]
+        f = bcast(jnp.sqrt(self.alphas[i]), x) * x - x
+        return f, jnp.sqrt(beta)
+
+
+class subVPSDE(VPSDE):
+    """Sub-VP: VP drift, g(t)^2 = beta(t) (1 - exp(-2 int_0^t beta)); Euler-Maruyama steps."""
+
+    def sde(self, x, t):
+        beta = self.beta(t)
+        discount = -jnp.expm1(-2.0 * self.beta_0 * t - (self.beta_1 - self.beta_0) * t**2)
+        return -0.5 * bcast(beta, x) * x, jnp.sqrt(beta * discount)
+
+    def marginal_coef(self, t):
+        lmc = self.log_mean_coeff(t)
+        return jnp.exp(lmc), -jnp.expm1(2.0 * lmc)
+
+    def discretize(self, x, t):
+        return SDE.discretize(self, x, t)
+
+
+SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
+
+
+def get_sde(config) -> SDE:
+    """Build the SDE named by `config.training.sde` from `config.model` fields."""
+    name = choose("training.sde", str(config.training.sde).lower(), SDES)
+    m = config.model
+    require(int(m.num_scales) >= 1, "model.num_scales", f"must be >= 1, got {m.num_scales}")
+    if name == "vesde":
+        require(m.sigma_min > 0, "model.sigma_min", f"must be > 0, got {m.sigma_min}")
+        require(
+            m.sigma_min < m.sigma_max,
+            "model.sigma_min",
+            f"must be < model.sigma_max, got {m.sigma_min} >= {m.sigma_max}",
+        )
+        sde = VESDE(m.sigma_min, m.sigma_max, m.num_scales)
+    else:
+        require(m.beta_min >= 0, "model.beta_min", f"must be >= 0, got {m.beta_min}")
+        require(
+            m.beta_min < m.beta_max,
+            "model.beta_min",
+            f"must be < model.beta_max, got {m.beta_min} >= {m.beta_max}",
+        )
+        sde = SDES[name](m.beta_min, m.beta_max, m.num_scales)
+    eps = config.training.get("eps", None)
+    if eps is not None:
+        require(0 < eps < sde.T, "training.eps", f"must be in (0, {sde.T}), got {eps}")
+        sde.eps = float(eps)
+    return sde
+
+
+__all__ = ["SDE", "ReverseSDE", "VESDE", "VPSDE", "subVPSDE", "SDES", "get_sde", "ConfigError"]
