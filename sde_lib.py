@@ -32,7 +32,7 @@ class SDE(abc.ABC):
 
     @abc.abstractmethod
     def marginal_coef(self, t):
-        """Mean coefficient alpha(t) [B] and std sigma(t) [B] of p_0t: x(t) = alpha x(0) + sigma z."""
+        """alpha(t) [B] and std sigma(t) [B] of p_0t: x(t) = alpha x(0) + sigma z."""
 
     @abc.abstractmethod
     def prior_std(self) -> float:
@@ -53,7 +53,7 @@ class SDE(abc.ABC):
         return -0.5 * d * np.log(2 * np.pi * s**2) - batch_sum(z**2) / (2 * s**2)
 
     def discretize(self, x, t):
-        """One forward step x_{i+1} = x_i + f_i + G_i z; Euler-Maruyama with dt = T / N by default."""
+        """One forward step x_{i+1} = x_i + f_i + G_i z; Euler-Maruyama (dt = T / N) by default."""
         dt = self.T / self.N
         drift, diffusion = self.sde(x, t)
         return drift * dt, diffusion * np.sqrt(dt)
@@ -133,6 +133,9 @@ class VPSDE(SDE):
         # DDPM's beta_i = beta(t_i) / N on the discrete grid.
         self.discrete_betas = jnp.linspace(beta_min / self.N, beta_max / self.N, self.N)
         self.alphas = 1.0 - self.discrete_betas
+        alphas_cumprod = jnp.cumprod(self.alphas)
+        self.sqrt_alphas_cumprod = jnp.sqrt(alphas_cumprod)
+        self.sqrt_1m_alphas_cumprod = jnp.sqrt(1.0 - alphas_cumprod)
 
     def beta(self, t):
         return self.beta_0 + t * (self.beta_1 - self.beta_0)

@@ -1,0 +1,211 @@
+"""Score-matching objectives and the train-step factory.
+
+Denoising score matching in continuous time (Song et al. 2021, eq. 7; likelihood weighting of
+Song et al. 2021b), discrete SMLD (Song & Ermon 2019) and DDPM (Ho et al. 2020) losses, sliced
+score matching (Song et al. 2019) and exact score matching (Hyvarinen 2005) on perturbed data.
+Loss functions return per-example terms [B]; the caller reduces.
+"""
+
+from __future__ import annotations
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+import sde_lib
+from models import utils as mutils
+from utils import ConfigError, batch_sum, bcast, choose
+
+
+def _reduce(x, reduce_mean: bool):
+    """Per-example reduction over data dims: [B, ...] -> [B]."""
+    s = batch_sum(x)
+    return s / (x[0].size) if reduce_mean else s
+
+
+def get_sde_loss_fn(sde, model, train, reduce_mean=True, likelihood_weighting=False):
+    """Continuous-time DSM: E_t lambda(t) |s(x_t, t) - grad log p_0t(x_t | x_0)|^2.
+
+    lambda(t) = std(t)^2 by default, or g(t)^2 with `likelihood_weighting`.
+    """
+
+    def loss_fn(rng, params, batch):
+        t_rng, z_rng, d_rng = jax.random.split(rng, 3)
+        b = batch.shape[0]
+        t = jax.random.uniform(t_rng, (b,), minval=sde.eps, maxval=sde.T)
+        z = jax.random.normal(z_rng, batch.shape)
+        mean, std = sde.marginal_prob(batch, t)
+        x_t = mean + bcast(std, batch) * z
+        score_fn = mutils.get_score_fn(sde, model, {"params": params}, True, train, d_rng)
+        score = score_fn(x_t, t)
+        if likelihood_weighting:
+            g2 = sde.sde(jnp.zeros_like(batch), t)[1] ** 2
+            return _reduce((score + z / bcast(std, z)) ** 2, reduce_mean) * g2
+        return _reduce((score * bcast(std, z) + z) ** 2, reduce_mean)
+
+    return loss_fn
+
+
+def _grid_time(sde, idx):
+    """Time t_i whose discrete index is i, so sde.timestep(t_i) == i."""
+    return idx.astype(jnp.float32) * sde.T / max(sde.N - 1, 1)
+
+
+def get_smld_loss_fn(sde, model, train, reduce_mean=False):
+    """NCSN loss: sigma_i^2 |s(x + sigma_i z, sigma_i) + z / sigma_i|^2, i ~ U{0..N-1}."""
+    if not isinstance(sde, sde_lib.VESDE):
+        raise ConfigError("training.continuous=False with the SMLD loss needs training.sde='vesde'")
+
+    def loss_fn(rng, params, batch):
+        i_rng, z_rng, d_rng = jax.random.split(rng, 3)
+        idx = jax.random.randint(i_rng, (batch.shape[0],), 0, sde.N)
+        sigma = sde.discrete_sigmas[idx]
+        z = jax.random.normal(z_rng, batch.shape)
+        score_fn = mutils.get_score_fn(sde, model, {"params": params}, False, train, d_rng)
+        score = score_fn(batch + bcast(sigma, z) * z, _grid_time(sde, idx))
+        return _reduce((score * bcast(sigma, z) + z) ** 2, reduce_mean)
+
+    return loss_fn
+
+
+def get_ddpm_loss_fn(sde, model, train, reduce_mean=True):
+    """DDPM loss: |eps_theta(sqrt(abar_i) x + sqrt(1 - abar_i) z, i) - z|^2, i ~ U{0..N-1}."""
+    if type(sde) is not sde_lib.VPSDE:
+        raise ConfigError("training.continuous=False with the DDPM loss needs training.sde='vpsde'")
+
+    def loss_fn(rng, params, batch):
+        i_rng, z_rng, d_rng = jax.random.split(rng, 3)
+        idx = jax.random.randint(i_rng, (batch.shape[0],), 0, sde.N)
+        z = jax.random.normal(z_rng, batch.shape)
+        x_t = bcast(sde.sqrt_alphas_cumprod[idx], z) * batch
+        x_t = x_t + bcast(sde.sqrt_1m_alphas_cumprod[idx], z) * z
+        labels = idx.astype(jnp.float32)
+        eps_hat = mutils.get_model_fn(model, {"params": params}, train, d_rng)(x_t, labels)
+        return _reduce((eps_hat - z) ** 2, reduce_mean)
+
+    return loss_fn
+
+
+def _divergence(score_fn, x, t, rng, mode):
+    """Per-example divergence of score_fn in x: exact trace, or a sliced (v^T J v) estimate."""
+    if mode == "exact":
+        d = x[0].size
+        flat = x.reshape(x.shape[0], d)
+
+        def diag(k):
+            e = jnp.zeros_like(flat).at[:, k].set(1.0).reshape(x.shape)
+            jv = jax.jvp(lambda y: score_fn(y, t), (x,), (e,))[1]
+            return jv.reshape(x.shape[0], d)[:, k]
+
+        return jnp.sum(jax.vmap(diag)(jnp.arange(d)), axis=0)
+    v = jax.random.rademacher(rng, x.shape, dtype=x.dtype)
+    jv = jax.jvp(lambda y: score_fn(y, t), (x,), (v,))[1]
+    return batch_sum(v * jv)
+
+
+def get_score_matching_loss_fn(sde, model, train, mode="sliced", reduce_mean=True):
+    """Implicit score matching at noise level t on x_t ~ p_t, weighted by std(t)^2:
+
+    std^2 [tr(grad_x s(x_t, t)) + |s(x_t, t)|^2 / 2]; `mode` 'exact' takes the full Jacobian
+    trace (low-dimensional data), 'sliced' the Rademacher projection v^T (grad_x s) v.
+    """
+    choose("training.method", mode, ("sliced", "exact"))
+
+    def loss_fn(rng, params, batch):
+        t_rng, z_rng, v_rng, d_rng = jax.random.split(rng, 4)
+        b = batch.shape[0]
+        t = jax.random.uniform(t_rng, (b,), minval=sde.eps, maxval=sde.T)
+        mean, std = sde.marginal_prob(batch, t)
+        x_t = mean + bcast(std, batch) * jax.random.normal(z_rng, batch.shape)
+        score_fn = mutils.get_score_fn(sde, model, {"params": params}, True, train, d_rng)
+        div = _divergence(score_fn, x_t, t, v_rng, mode)
+        sq = batch_sum(score_fn(x_t, t) ** 2)
+        per = (div + 0.5 * sq) * std**2
+        return per / batch[0].size if reduce_mean else per
+
+    return loss_fn
+
+
+LOSS_METHODS = ("dsm", "sliced", "exact")
+
+
+def get_loss_fn(sde, model, train, method="dsm", continuous=True, reduce_mean=True,
+                likelihood_weighting=False):
+    """Dispatch to one objective. method: 'dsm' (denoising; discrete SMLD/DDPM when not
+    `continuous`), 'sliced' or 'exact' score matching (continuous time only)."""
+    choose("training.method", method, LOSS_METHODS)
+    if method != "dsm":
+        return get_score_matching_loss_fn(sde, model, train, method, reduce_mean)
+    if continuous:
+        return get_sde_loss_fn(sde, model, train, reduce_mean, likelihood_weighting)
+    if isinstance(sde, sde_lib.VESDE):
+        return get_smld_loss_fn(sde, model, train, reduce_mean)
+    if type(sde) is sde_lib.VPSDE:
+        return get_ddpm_loss_fn(sde, model, train, reduce_mean)
+    raise ConfigError("training.continuous=False is defined for training.sde='vesde' or 'vpsde'")
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser, train state and step
+# ---------------------------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray
+    params: dict
+    ema_params: dict
+    opt_state: optax.OptState
+
+
+def get_optimizer(lr=2e-4, beta1=0.9, eps=1e-8, warmup=5000, grad_clip=1.0, weight_decay=0.0,
+                  optimizer="adam"):
+    """Adam(W) with linear warm-up to `lr` over `warmup` steps and global-norm clipping
+    (`grad_clip` < 0 turns clipping off)."""
+    choose("optim.optimizer", str(optimizer).lower(), ("adam", "adamw"))
+    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
+    if weight_decay > 0 or optimizer.lower() == "adamw":
+        opt = optax.adamw(schedule, b1=beta1, eps=eps, weight_decay=weight_decay)
+    else:
+        opt = optax.adam(schedule, b1=beta1, eps=eps)
+    if grad_clip >= 0:
+        opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)
+    return opt
+
+
+def init_train_state(params, optimizer) -> TrainState:
+    """Step 0; the EMA starts as a copy of the parameters (separate buffers for donation)."""
+    ema = jax.tree.map(jnp.copy, params)
+    return TrainState(jnp.zeros((), jnp.int32), params, ema, optimizer.init(params))
+
+
+def get_step_fn(loss_fn, optimizer, ema_rate: float):
+    """One optimisation step: (state, batch [B, ...], rng) -> (state, mean loss)."""
+
+    def step_fn(state: TrainState, batch, rng):
+        def mean_loss(params):
+            return jnp.mean(loss_fn(rng, params, batch))
+
+        loss, grads = jax.value_and_grad(mean_loss)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = jax.tree.map(lambda e, p: e * ema_rate + (1 - ema_rate) * p, state.ema_params, params)
+        return TrainState(state.step + 1, params, ema, opt_state), loss
+
+    return step_fn
+
+
+def get_multi_step_fn(step_fn, train_key):
+    """`n` steps under lax.scan: (state, batches [n, B, ...]) -> (state, losses [n]).
+
+    The loss randomness of step s is fold_in(train_key, s), so a resumed run draws the same.
+    """
+
+    def multi_step(state, batches):
+        def body(st, batch):
+            return step_fn(st, batch, jax.random.fold_in(train_key, st.step))
+
+        return jax.lax.scan(body, state, batches)
+
+    return multi_step

@@ -1,0 +1,92 @@
+"""The one place that maps time to network labels and network output to a score, per SDE family.
+
+VE networks are conditioned on sigma and output the score (dividing by sigma inside when
+`scale_by_sigma`); VP / sub-VP networks predict the noise z of x_t = alpha x_0 + std z, so the
+score is -output / std (Ho et al. 2020; Song et al. 2021, appendix).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+import sde_lib
+from utils import ConfigError, bcast
+
+
+class Parameterization(NamedTuple):
+    """label_fn(t) -> labels [B]; to_score(output, t) -> score, both for one SDE and mode."""
+
+    label_fn: callable
+    to_score: callable
+
+
+def _ve(sde: sde_lib.VESDE, continuous: bool) -> Parameterization:
+    if continuous:
+        label_fn = lambda t: sde.marginal_coef(t)[1]
+    else:
+        label_fn = lambda t: sde.discrete_sigmas[sde.timestep(t)]
+    return Parameterization(label_fn, lambda out, t: out)
+
+
+def _vp(sde: sde_lib.VPSDE, continuous: bool) -> Parameterization:
+    if continuous:
+        label_fn = lambda t: t * 999.0
+        std_fn = lambda t: sde.marginal_coef(t)[1]
+    else:
+        label_fn = lambda t: sde.timestep(t).astype(jnp.float32)
+        std_fn = lambda t: sde.sqrt_1m_alphas_cumprod[sde.timestep(t)]
+    return Parameterization(label_fn, lambda out, t: -out / bcast(std_fn(t), out))
+
+
+def _subvp(sde: sde_lib.subVPSDE, continuous: bool) -> Parameterization:
+    if not continuous:
+        raise ConfigError(
+            "training.continuous=False is not defined for training.sde='subvpsde'; "
+            "use continuous training"
+        )
+    return _vp(sde, continuous)
+
+
+PARAMETERIZATIONS = {sde_lib.VESDE: _ve, sde_lib.VPSDE: _vp, sde_lib.subVPSDE: _subvp}
+
+
+def get_parameterization(sde, continuous: bool) -> Parameterization:
+    """Labels and output->score map for `sde` (continuous or discrete training)."""
+    try:
+        make = PARAMETERIZATIONS[type(sde)]
+    except KeyError:
+        raise ConfigError(f"no score parameterization for SDE type {type(sde).__name__}") from None
+    return make(sde, continuous)
+
+
+def get_model_fn(model, variables, train: bool = False, rng=None):
+    """model_fn(x, labels) -> network output, with dropout rng when training."""
+
+    def model_fn(x, labels):
+        rngs = {"dropout": rng} if (train and rng is not None) else None
+        return model.apply(variables, x, labels, train=train, rngs=rngs)
+
+    return model_fn
+
+
+def get_score_fn(sde, model, variables, continuous: bool = True, train: bool = False, rng=None):
+    """score_fn(x [B, ...], t [B]) -> score [B, ...] of a network under `sde`.
+
+    Args:
+      sde: the forward SDE the network was trained for.
+      model: a Flax module called as model.apply(variables, x, labels, train=...).
+      variables: its variables, e.g. {'params': params}.
+      continuous: continuous-time labels (sigma(t) / 999 t) or discrete ones (grid index).
+      train: dropout on (needs `rng`).
+    Returns:
+      A pure function score_fn(x, t).
+    """
+    param = get_parameterization(sde, continuous)
+    model_fn = get_model_fn(model, variables, train, rng)
+
+    def score_fn(x, t):
+        return param.to_score(model_fn(x, param.label_fn(t)), t)
+
+    return score_fn
