@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from models import mlp
+from models import mlp, ncsn, ncsnv2
 from utils import choose
 
 MODELS = {
     "mlp": mlp.ScoreMLP,
+    "ncsn": ncsn.NCSN,
+    "ncsnv2": ncsnv2.NCSNv2,
+    "ncsnv2_64": ncsnv2.NCSNv2,
+    "ncsnv2_128": ncsnv2.NCSNv2_128,
+    "ncsnv2_256": ncsnv2.NCSNv2_256,
 }
 
 # Fields a network may take from config.data rather than config.model.
