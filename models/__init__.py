@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from models import mlp, ncsn, ncsnv2
+from models import ddpm, mlp, ncsn, ncsnpp, ncsnv2
 from utils import choose
 
 MODELS = {
     "mlp": mlp.ScoreMLP,
+    "ddpm": ddpm.DDPM,
+    "ncsnpp": ncsnpp.NCSNpp,
     "ncsn": ncsn.NCSN,
     "ncsnv2": ncsnv2.NCSNv2,
     "ncsnv2_64": ncsnv2.NCSNv2,
