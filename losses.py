@@ -160,11 +160,16 @@ class TrainState:
 
 
 def get_optimizer(lr=2e-4, beta1=0.9, eps=1e-8, warmup=5000, grad_clip=1.0, weight_decay=0.0,
-                  optimizer="adam"):
+                  optimizer="adam", schedule="constant", total_steps=None):
     """Adam(W) with linear warm-up to `lr` over `warmup` steps and global-norm clipping
-    (`grad_clip` < 0 turns clipping off)."""
+    (`grad_clip` < 0 turns clipping off). `schedule` 'cosine' then decays to 0 at `total_steps`."""
     choose("optim.optimizer", str(optimizer).lower(), ("adam", "adamw"))
-    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
+    choose("optim.schedule", schedule, ("constant", "cosine"))
+    if schedule == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1),
+                                                      max(total_steps, warmup + 1))
+    else:
+        schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
     if weight_decay > 0 or optimizer.lower() == "adamw":
         opt = optax.adamw(schedule, b1=beta1, eps=eps, weight_decay=weight_decay)
     else:

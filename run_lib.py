@@ -99,7 +99,8 @@ def init_params(config, exp: Experiment):
 def get_optimizer(config):
     o = config.optim
     return losses.get_optimizer(o.lr, o.beta1, o.eps, o.warmup, o.grad_clip, o.weight_decay,
-                                o.optimizer)
+                                o.optimizer, o.get("schedule", "constant"),
+                                config.training.n_iters)
 
 
 def get_loss_fn(config, exp: Experiment, train: bool = True):
@@ -217,7 +218,7 @@ def train(config, workdir: str) -> None:
     batch_fn = _toy_batch_fn(config, exp)
     bar = tqdm.tqdm(total=t.n_iters, initial=start, disable=not main, unit="step",
                     dynamic_ncols=True)
-    step, t_last = start, time.time()
+    step, t_last, window = start, time.time(), []
     try:
         while step < t.n_iters:
             n = _next_boundary(step, config) - step
@@ -233,15 +234,19 @@ def train(config, workdir: str) -> None:
                     "optim.warmup / optim.grad_clip)"
                 )
             step += n
+            window.extend(step_losses.tolist())
             bar.update(n)
-            bar.set_postfix(loss=f"{step_losses[-1]:.4f}")
-            if step % t.log_freq == 0 and main:
-                rate = n / max(time.time() - t_last, 1e-9)
-                rec = {"step": step, "loss": float(step_losses[-1]), "steps_per_sec": rate}
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                writer.add_scalar("loss", rec["loss"], step)
-            t_last = time.time()
+            bar.set_postfix(loss=f"{np.mean(step_losses):.4f}")
+            if step % t.log_freq == 0:
+                rate = len(window) / max(time.time() - t_last, 1e-9)
+                # "loss": mean over the steps since the previous log line.
+                rec = {"step": step, "loss": float(np.mean(window)), "steps_per_sec": rate}
+                if main:
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    writer.add_scalar("loss", rec["loss"], step)
+                    writer.add_scalar("steps_per_sec", rate, step)
+                window, t_last = [], time.time()
             if step % t.snapshot_freq_for_preemption == 0 or step == t.n_iters:
                 checkpointing.save(manager, step, state)
             if step % t.snapshot_freq == 0 or step == t.n_iters:

@@ -73,4 +73,5 @@ def get_default_configs():
     optim.warmup = 200
     optim.grad_clip = 1.0
     optim.weight_decay = 0.0
+    optim.schedule = "constant"  # constant | cosine (decay to 0 at training.n_iters)
     return config
