@@ -17,11 +17,11 @@ def get_default_configs():
     training.method = "dsm"  # dsm | sliced | exact
     training.reduce_mean = True
     training.likelihood_weighting = False
-    training.n_iters = 6000
+    training.n_iters = 4000
     training.batch_size = 512
     training.n_jitted_steps = 100
     training.log_freq = 500
-    training.snapshot_freq = 6000
+    training.snapshot_freq = 4000
     training.snapshot_freq_for_preemption = 1000
     training.eps = ml_collections.config_dict.placeholder(float)  # None: the SDE's default
 
@@ -58,12 +58,13 @@ def get_default_configs():
     model.embedding_type = "positional"
     model.fourier_scale = 16.0
     model.scale_by_sigma = False
+    model.sigma_data = 0.0  # > 0: VE input scaling x / sqrt(sigma_data^2 + sigma^2)
     model.ema_rate = 0.999
     model.sigma_min = 0.01
-    model.sigma_max = 10.0
+    model.sigma_max = 12.0
     model.beta_min = 0.1
     model.beta_max = 20.0
-    model.num_scales = 1000
+    model.num_scales = 500
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "adam"
@@ -73,5 +74,5 @@ def get_default_configs():
     optim.warmup = 200
     optim.grad_clip = 1.0
     optim.weight_decay = 0.0
-    optim.schedule = "constant"  # constant | cosine (decay to 0 at training.n_iters)
+    optim.schedule = "cosine"  # constant | cosine (decay to 0 at training.n_iters)
     return config
