@@ -1,9 +1,22 @@
-"""Sample-quality metrics: energy distance and sliced Wasserstein for low-dimensional data."""
+"""Sample-quality metrics: energy distance / sliced Wasserstein (low-dimensional data), and
+FID (Heusel et al. 2017), KID (Binkowski et al. 2018) and IS (Salimans et al. 2016) in the
+features of the FID Inception-v3 or, offline, of the project's digits classifier.
+"""
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+import scipy.special
+
+import feature_net
+import inception
+from utils import ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # Low-dimensional sample distances (toy data, analytic oracles)
@@ -46,16 +59,6 @@ def sliced_wasserstein(rng, x, y, num_projections: int = 256):
 # Inception metrics: FID (Heusel et al. 2017), KID (Binkowski et al. 2018), IS (Salimans et
 # al. 2016), on the FID Inception-v3 of inception.py. Statistics in float64 on the host.
 # ---------------------------------------------------------------------------------------------
-
-import os  # noqa: E402
-import warnings  # noqa: E402
-
-import numpy as np  # noqa: E402
-import scipy.linalg  # noqa: E402
-import scipy.special  # noqa: E402
-
-import inception  # noqa: E402
-from utils import ConfigError  # noqa: E402
 
 
 def load_inception(path) -> inception.InceptionNet:
@@ -333,3 +336,23 @@ def inception_score(logits, splits: int = 10):
         log_p_y = np.log(p.mean(axis=0))  # marginal class distribution of the part
         scores.append(np.exp(np.mean(np.sum(p * (part - log_p_y), axis=1))))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+# ---------------------------------------------------------------------------------------------
+# Either feature network: the FID Inception, or the offline digits classifier (a proxy)
+# ---------------------------------------------------------------------------------------------
+
+load_digits_classifier = feature_net.load_digits_classifier
+INCEPTION_METRIC_NAMES = {"frechet_distance": "fid", "kid": "kid", "inception_score": "is"}
+
+
+def network_features(net, images, batch_size: int = 50):
+    """(features, logits) of either feature network for images [B, H, W, C] in [0, 1]."""
+    if isinstance(net, feature_net.FeatureNet):
+        return feature_net.features(net, images, batch_size)
+    return inception_features(net, images, batch_size)
+
+
+def metric_names(net) -> dict:
+    """Names results are reported under: fid/kid/is, or fd_digits/kid_digits/cis_digits."""
+    return dict(getattr(net, "metric_names", INCEPTION_METRIC_NAMES))
