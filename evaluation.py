@@ -186,20 +186,32 @@ def _identity(feature_net) -> str:
     return getattr(feature_net, "identity", feature_net)
 
 
-def save_statistics(path, mu, sigma, feature_net, num_samples: int | None = None):
+def save_statistics(path, mu, sigma, feature_net, num_samples: int | None = None,
+                    features=None):
     """Write reference statistics: .npz with mu [D], sigma [D, D], feature_net, num_samples.
 
     Args:
       feature_net: the `InceptionNet` (or its `identity` string) that made the features.
+      features: optionally a subset of the reference features [M, D] (for KID).
     """
-    with open(path, "wb") as f:  # a file object, so numpy keeps the name as given
+    extra = {} if features is None else {"features": np.asarray(features, np.float32)}
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "wb") as f:  # a file object, so numpy keeps the name as given
         np.savez(
             f,
             mu=np.asarray(mu, np.float64),
             sigma=np.asarray(sigma, np.float64),
             feature_net=np.str_(_identity(feature_net)),
             num_samples=num_samples or -1,
+            **extra,
         )
+    os.replace(tmp, path)
+
+
+def load_reference_features(path) -> np.ndarray | None:
+    """The reference feature subset stored by `save_statistics`, or None if it has none."""
+    with np.load(os.fspath(path), allow_pickle=False) as f:
+        return f["features"] if "features" in f.files else None
 
 
 def load_statistics(path, feature_net) -> tuple[np.ndarray, np.ndarray]:
