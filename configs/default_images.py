@@ -1,0 +1,148 @@
+"""Defaults shared by every image experiment (values of Song et al., ICLR 2021, on CIFAR-10).
+
+Dataset defaults (default_cifar10.py, default_celeba.py, default_lsun.py, default_digits.py)
+change only what differs from here; experiment files start from one of them and add a network
+preset below plus their SDE, sampler and any paper-specific value. Any field can be set from
+the command line, e.g. --config.training.batch_size=64 --config.model.num_res_blocks=2.
+"""
+
+import ml_collections
+
+# ---------------------------------------------------------------------------------------------
+# Network presets: the keyword fields of each module (models/ddpm.py, models/ncsnpp.py).
+# Apply with config.model.update(PRESET); the SDE and EMA fields stay in the defaults.
+# ---------------------------------------------------------------------------------------------
+
+# DDPM UNet of Ho et al. (2020): 35.7M parameters on 32x32x3.
+DDPM = dict(
+    name="ddpm",
+    nf=128,
+    ch_mult=(1, 2, 2, 2),
+    num_res_blocks=2,
+    attn_resolutions=(16,),
+    resamp_with_conv=True,
+    conditional=True,
+    scale_by_sigma=False,
+)
+
+# NCSN++ for VE SDEs (Song et al. 2021, App. H): BigGAN blocks, FIR resampling, a residual
+# input pyramid, Gaussian Fourier features of log sigma, output divided by sigma.
+NCSNPP = dict(
+    name="ncsnpp",
+    nf=128,
+    ch_mult=(1, 2, 2, 2),
+    num_res_blocks=4,
+    attn_resolutions=(16,),
+    resamp_with_conv=True,
+    conditional=True,
+    resblock_type="biggan",
+    fir=True,
+    fir_kernel=(1, 3, 3, 1),
+    skip_rescale=True,
+    progressive="none",
+    progressive_input="residual",
+    progressive_combine="sum",
+    embedding_type="fourier",
+    fourier_scale=16.0,
+    init_scale=0.0,
+    scale_by_sigma=True,
+)
+
+# DDPM++ for VP / sub-VP SDEs: NCSN++ without FIR and input pyramid, with sinusoidal
+# embeddings of the time label; it predicts the noise, so no division by sigma.
+DDPMPP = dict(
+    NCSNPP,
+    fir=False,
+    progressive_input="none",
+    embedding_type="positional",
+    scale_by_sigma=False,
+)
+
+# NCSN++ at 256x256 (LSUN, FFHQ): seven levels, two blocks each, output and input skips.
+NCSNPP_256 = dict(
+    NCSNPP,
+    ch_mult=(1, 1, 2, 2, 2, 2, 2),
+    num_res_blocks=2,
+    progressive="output_skip",
+    progressive_input="input_skip",
+)
+
+
+def get_default_configs():
+    config = ml_collections.ConfigDict()
+    config.seed = 42
+
+    config.training = training = ml_collections.ConfigDict()
+    training.sde = "vesde"  # vesde | vpsde | subvpsde
+    training.continuous = True
+    training.method = "dsm"
+    training.reduce_mean = False
+    training.likelihood_weighting = False
+    training.n_iters = 1300001
+    training.batch_size = 128
+    training.n_jitted_steps = 5
+    training.log_freq = 50
+    training.snapshot_freq = 50000
+    training.snapshot_freq_for_preemption = 10000
+    training.eps = ml_collections.config_dict.placeholder(float)  # None: the SDE's default
+    training.compute_dtype = "float32"  # float32 | bfloat16 (activations; params stay float32)
+
+    config.sampling = sampling = ml_collections.ConfigDict()
+    sampling.method = "pc"  # pc | ode | ald
+    sampling.predictor = "reverse_diffusion"
+    sampling.corrector = "langevin"
+    sampling.snr = 0.16
+    sampling.n_steps_each = 1
+    sampling.noise_removal = True
+    sampling.probability_flow = False
+    sampling.rtol = 1e-5
+    sampling.atol = 1e-5
+    sampling.ode_method = "dopri5"
+    sampling.step_lr = 2e-5  # ald only
+    sampling.num_samples = 64  # the grid written at each snapshot
+    sampling.batch_size = 64
+
+    config.eval = evaluate = ml_collections.ConfigDict()
+    evaluate.begin_ckpt = 9  # checkpoints are counted in units of training.snapshot_freq
+    evaluate.end_ckpt = 26
+    evaluate.batch_size = 1024
+    evaluate.enable_sampling = False
+    evaluate.num_samples = 50000
+    evaluate.enable_loss = True
+    evaluate.enable_bpd = False
+    evaluate.bpd_dataset = "test"  # train | test
+    evaluate.bpd_repeats = 5  # passes over the bpd dataset (fresh dequantization each)
+    evaluate.hutchinson = "rademacher"
+    evaluate.rtol = 1e-5
+    evaluate.atol = 1e-5
+    evaluate.inception_path = ml_collections.config_dict.placeholder(str)  # .pth or .npz
+
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = "cifar10"
+    data.image_size = 32
+    data.num_channels = 3
+    data.centered = False  # True: the SDE sees data in [-1, 1] (VP); False: [0, 1] (VE)
+    data.random_flip = True
+    data.uniform_dequantization = False
+    data.data_dir = ml_collections.config_dict.placeholder(str)  # tfds dir or image folder
+
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "ncsnpp"
+    model.dropout = 0.1
+    model.ema_rate = 0.9999
+    model.sigma_min = 0.01
+    model.sigma_max = 50.0
+    model.beta_min = 0.1
+    model.beta_max = 20.0
+    model.num_scales = 1000
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "adam"
+    optim.lr = 2e-4
+    optim.beta1 = 0.9
+    optim.eps = 1e-8
+    optim.warmup = 5000
+    optim.grad_clip = 1.0  # < 0: no clipping
+    optim.weight_decay = 0.0
+    optim.schedule = "constant"
+    return config
