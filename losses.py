@@ -207,10 +207,13 @@ def get_multi_step_fn(step_fn, train_key):
     The loss randomness of step s is fold_in(train_key, s), so a resumed run draws the same.
     """
 
-    def multi_step(state, batches):
-        def body(st, batch):
-            return step_fn(st, batch, jax.random.fold_in(train_key, st.step))
+    def body(st, batch):
+        return step_fn(st, batch, jax.random.fold_in(train_key, st.step))
 
+    def multi_step(state, batches):
+        if batches.shape[0] == 1:  # no loop: XLA:CPU runs convolutions in a scan body slowly
+            state, loss = body(state, batches[0])
+            return state, loss[None]
         return jax.lax.scan(body, state, batches)
 
     return multi_step

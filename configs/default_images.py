@@ -116,6 +116,23 @@ def get_default_configs():
     evaluate.rtol = 1e-5
     evaluate.atol = 1e-5
     evaluate.inception_path = ml_collections.config_dict.placeholder(str)  # .pth or .npz
+    evaluate.classifier_path = ml_collections.config_dict.placeholder(str)  # digits proxy net
+    evaluate.stats_path = ml_collections.config_dict.placeholder(str)  # default: WORKDIR/fid_stats
+    evaluate.stats_split = "train"  # split whose statistics --mode fid_stats computes
+    evaluate.kid_reference_size = 10000  # reference features kept in the stats file for KID
+    evaluate.kid_subset_size = 1000
+    evaluate.kid_subsets = 100
+    evaluate.is_splits = 10
+    evaluate.wait_timeout = 0.0  # seconds to wait for a checkpoint that training will write
+    evaluate.poll_seconds = 30.0
+
+    # The SDE paper's Table 1 (--mode ablate): P{N}, P{2N}, C{2N}, PC{N} per predictor.
+    config.ablation = ablation = ml_collections.ConfigDict()
+    ablation.num_scales = 1000
+    ablation.num_samples = 10000
+    ablation.snr = 0.16
+    ablation.n_steps_each = 1
+    ablation.ode_tolerances = (1e-3, 1e-5)
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "cifar10"

@@ -47,6 +47,14 @@ def get_default_configs():
     evaluate.rtol = 1e-5
     evaluate.atol = 1e-5
 
+    # The SDE paper's Table 1 (--mode ablate): P{N}, P{2N}, C{2N}, PC{N} per predictor.
+    config.ablation = ablation = ml_collections.ConfigDict()
+    ablation.num_scales = 500
+    ablation.num_samples = 2000
+    ablation.snr = 0.16
+    ablation.n_steps_each = 1
+    ablation.ode_tolerances = (1e-3, 1e-5)
+
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "checkerboard"
     data.dim = 2
