@@ -165,18 +165,21 @@ def get_optimizer(lr=2e-4, beta1=0.9, eps=1e-8, warmup=5000, grad_clip=1.0, weig
     (`grad_clip` < 0 turns clipping off). `schedule` 'cosine' then decays to 0 at `total_steps`."""
     choose("optim.optimizer", str(optimizer).lower(), ("adam", "adamw"))
     choose("optim.schedule", schedule, ("constant", "cosine"))
+    # Always a schedule function and always a clip stage, so the optimiser state has the same
+    # structure whatever the values (a checkpoint restores under changed lr/warmup/clip).
     if schedule == "cosine":
         schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1),
                                                       max(total_steps, warmup + 1))
+    elif warmup > 0:
+        schedule = optax.linear_schedule(0.0, lr, warmup)
     else:
-        schedule = optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else lr
+        schedule = optax.constant_schedule(lr)
     if weight_decay > 0 or optimizer.lower() == "adamw":
         opt = optax.adamw(schedule, b1=beta1, eps=eps, weight_decay=weight_decay)
     else:
         opt = optax.adam(schedule, b1=beta1, eps=eps)
-    if grad_clip >= 0:
-        opt = optax.chain(optax.clip_by_global_norm(grad_clip), opt)
-    return opt
+    clip = optax.clip_by_global_norm(grad_clip) if grad_clip >= 0 else optax.identity()
+    return optax.chain(clip, opt)
 
 
 def init_train_state(params, optimizer) -> TrainState:
