@@ -62,3 +62,9 @@ def require_checkpoint(workdir: str) -> int:
         raise ConfigError(f"--workdir={workdir}: {path} holds no finished checkpoint; "
                           "train first (--mode train)")
     return max(steps)
+
+
+def available_steps(workdir: str) -> list[int]:
+    """Steps of the finished checkpoints in `workdir` (empty if there are none)."""
+    path = checkpoint_dir(workdir)
+    return sorted(ocp.utils.checkpoint_steps(path)) if os.path.isdir(path) else []
