@@ -16,7 +16,7 @@ import scipy.special
 
 import feature_net
 import inception
-from utils import ConfigError
+from utils import ConfigError, check_unit_images
 
 # ---------------------------------------------------------------------------------------------
 # Low-dimensional sample distances (toy data, analytic oracles)
@@ -82,18 +82,7 @@ def _check_images(images):
     shape = tuple(images.shape)
     if len(shape) != 4 or shape[-1] != 3 or min(shape) < 1:
         raise ConfigError(f"images must be [B, H, W, 3] (NHWC, RGB), got shape {shape}")
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-        raise ConfigError(
-            f"images must be float in [0, 1], got dtype {images.dtype} "
-            "(uint8 images: divide by 255)"
-        )
-    lo, hi = float(images.min()), float(images.max())
-    if not (lo >= 0.0 and hi <= 1.0):
-        raise ConfigError(
-            f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-            "(data in [-1, 1]: use (x + 1) / 2; clip model samples first)"
-        )
-    return images
+    return check_unit_images(images)
 
 
 def inception_features(net: inception.InceptionNet, images, batch_size: int = 50):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from utils import ConfigError
+from utils import ConfigError, check_unit_images
 
 NETWORK_NAME = "digits-cnn-v1"
 IMAGE_SHAPE = (16, 16, 1)  # datasets.get_dataset('digits', split, image_size=16, num_channels=1)
@@ -205,18 +205,7 @@ def check_images(images, image_shape=IMAGE_SHAPE):
             f"images must be [B, {', '.join(map(str, image_shape))}] (NHWC, grey digits "
             f"at image_size=16), got shape {shape}"
         )
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-        raise ConfigError(
-            f"images must be float in [0, 1], got dtype {images.dtype} "
-            "(uint8 images: divide by 255)"
-        )
-    lo, hi = float(images.min()), float(images.max())
-    if not (lo >= 0.0 and hi <= 1.0):
-        raise ConfigError(
-            f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-            "(data in [-1, 1]: use (x + 1) / 2; clip model samples first)"
-        )
-    return images
+    return check_unit_images(images)
 
 
 def features(net: FeatureNet, images, batch_size: int = 500):

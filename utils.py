@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import jax.numpy as jnp
+import numpy as np
 
 
 class ConfigError(ValueError):
@@ -34,3 +35,21 @@ def require(cond: bool, key: str, message: str):
     """Raise a ConfigError `key: message` unless `cond` holds."""
     if not cond:
         raise ConfigError(f"{key}: {message}")
+
+
+def check_unit_images(images) -> np.ndarray:
+    """`images` as an array, or a ConfigError unless they are float values in [0, 1]."""
+    if not hasattr(images, "dtype"):
+        images = np.asarray(images)
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ConfigError(
+            f"images must be float in [0, 1], got dtype {images.dtype} "
+            "(uint8 images: divide by 255)"
+        )
+    lo, hi = float(images.min()), float(images.max())
+    if not (lo >= 0.0 and hi <= 1.0):
+        raise ConfigError(
+            f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+            "(data in [-1, 1]: use (x + 1) / 2; clip model samples first)"
+        )
+    return images
