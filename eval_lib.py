@@ -160,7 +160,7 @@ def _sample_features(config, exp, params, net, step: int, workdir: str):
     n, bs = int(config.eval.num_samples), int(config.eval.batch_size)
     part_dir = os.path.join(workdir, "eval", f"partial_{step}")
     os.makedirs(part_dir, exist_ok=True)
-    sample_config = run_lib.override(config, {"sampling.batch_size": bs})
+    generator = None  # compiled on the first round that needs it
     inverse = datasets.get_data_inverse_scaler(config.data.centered)
     key = jax.random.fold_in(run_lib._key(config, STREAM_EVAL), step)
     feats, logits, first = [], [], None
@@ -168,8 +168,10 @@ def _sample_features(config, exp, params, net, step: int, workdir: str):
                        disable=not run_lib.is_main_process()):
         path = os.path.join(part_dir, f"round_{r}.npz")
         if not os.path.exists(path):
-            x, _ = run_lib.generate(sample_config, exp, params, jax.random.fold_in(key, r),
-                                    min(bs, n - r * bs))
+            if generator is None:
+                generator = run_lib.get_generator(config, exp, bs)
+            x, _ = run_lib.generate(config, exp, params, jax.random.fold_in(key, r),
+                                    min(bs, n - r * bs), generator=generator)
             f, lg = evaluation.network_features(net, _net_images(net, inverse(x)))
             np.savez(path + ".tmp.npz", features=f, logits=lg, images=np.asarray(inverse(x)))
             os.replace(path + ".tmp.npz", path)

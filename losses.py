@@ -188,8 +188,26 @@ def init_train_state(params, optimizer) -> TrainState:
     return TrainState(jnp.zeros((), jnp.int32), params, ema, optimizer.init(params))
 
 
-def get_step_fn(loss_fn, optimizer, ema_rate: float):
-    """One optimisation step: (state, batch [B, ...], rng) -> (state, mean loss)."""
+def ema_decay(ema_rate: float, step, warmup: bool = False):
+    """The EMA decay applied after update number `step` + 1.
+
+    With `warmup` the decay is min(ema_rate, (1 + n) / (10 + n)) for the n-th update (the
+    num_updates rule of TensorFlow's ExponentialMovingAverage): early in training the average
+    forgets the random initialisation quickly, which matters for short runs whose length is
+    comparable to 1 / (1 - ema_rate).
+    """
+    if not warmup:
+        return jnp.asarray(ema_rate, jnp.float32)
+    n = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(jnp.float32(ema_rate), (1.0 + n) / (10.0 + n))
+
+
+def get_step_fn(loss_fn, optimizer, ema_rate: float, ema_warmup: bool = False):
+    """One optimisation step: (state, batch [B, ...], rng) -> (state, mean loss).
+
+    The EMA decays at `ema_rate`, or at `ema_decay(ema_rate, step, warmup=True)` with
+    `ema_warmup`.
+    """
 
     def step_fn(state: TrainState, batch, rng):
         def mean_loss(params):
@@ -198,7 +216,9 @@ def get_step_fn(loss_fn, optimizer, ema_rate: float):
         loss, grads = jax.value_and_grad(mean_loss)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema = jax.tree.map(lambda e, p: e * ema_rate + (1 - ema_rate) * p, state.ema_params, params)
+        decay = ema_decay(ema_rate, state.step, ema_warmup)
+        ema = jax.tree.map(lambda e, p: (e * decay + (1 - decay) * p).astype(e.dtype),
+                           state.ema_params, params)
         return TrainState(state.step + 1, params, ema, opt_state), loss
 
     return step_fn

@@ -179,7 +179,35 @@ def _train_batches(config, exp: Experiment, source, start: int):
 # ---------------------------------------------------------------------------------------------
 
 
-def generate(config, exp: Experiment, params, rng, num: int, make_sampler=None):
+def get_generator(config, exp: Experiment, batch_size: int, make_sampler=None):
+    """A jitted (rng, params) -> (samples [batch_size, ...] in model space, nfe per sample),
+    compiled once and reusable across calls (and checkpoints).
+
+    Args:
+      config, exp: the run.
+      batch_size: samples per call.
+      make_sampler: shape -> sampler(rng, score_fn); default: the configured sampler.
+
+    The batch is split over the devices when it divides evenly (else every device computes
+    all of it).
+    """
+    shape = (batch_size,) + exp.shape
+    sampler = make_sampler(shape) if make_sampler else sampling.get_sampler(config, exp.sde, shape)
+    continuous = bool(config.training.continuous)
+    replicated = NamedSharding(exp.mesh, P())
+    split = (NamedSharding(exp.mesh, P("data")) if batch_size % exp.mesh.size == 0
+             else replicated)
+
+    @functools.partial(jax.jit, out_shardings=replicated)
+    def run(rng, params):
+        net = mutils.get_score_fn(exp.sde, exp.model, {"params": params}, continuous)
+        score_fn = lambda x, t: net(jax.lax.with_sharding_constraint(x, split), t)
+        return sampler(rng, score_fn)
+
+    return run
+
+
+def generate(config, exp: Experiment, params, rng, num: int, make_sampler=None, generator=None):
     """`num` samples from the EMA network: ([num, ...] in model space, nfe per sample).
 
     Args:
@@ -188,35 +216,29 @@ def generate(config, exp: Experiment, params, rng, num: int, make_sampler=None):
       rng: PRNG key; batch i uses fold_in(rng, i).
       num: number of samples.
       make_sampler: shape -> sampler(rng, score_fn); default: the configured sampler.
-
-    A sampling batch is split over the devices when it divides evenly (else every device
-    computes all of it).
+      generator: from `get_generator` (its batch size is then used), to reuse a compiled one.
     """
-    bs = min(int(config.sampling.batch_size), num)
-    shape = (bs,) + exp.shape
-    sampler = make_sampler(shape) if make_sampler else sampling.get_sampler(config, exp.sde, shape)
-    continuous = bool(config.training.continuous)
-    replicated = NamedSharding(exp.mesh, P())
-    split = NamedSharding(exp.mesh, P("data")) if bs % exp.mesh.size == 0 else replicated
-
-    @functools.partial(jax.jit, out_shardings=replicated)
-    def run(rng, params):
-        net = mutils.get_score_fn(exp.sde, exp.model, {"params": params}, continuous)
-        score_fn = lambda x, t: net(jax.lax.with_sharding_constraint(x, split), t)
-        return sampler(rng, score_fn)
-
-    out, nfe = [], 0
-    for i in range(-(-num // bs)):
-        x, nfe = run(np.asarray(jax.random.fold_in(rng, i)), params)
+    if generator is None:
+        generator = get_generator(config, exp, min(int(config.sampling.batch_size), num),
+                                  make_sampler)
+    out, nfe, have = [], 0, 0
+    i = 0
+    while have < num:
+        x, nfe = generator(np.asarray(jax.random.fold_in(rng, i)), params)
         out.append(fetch(x))
+        have += len(out[-1])
+        i += 1
     return np.concatenate(out)[:num], int(fetch(nfe))
 
 
-def write_samples(config, exp: Experiment, workdir: str, params, step: int, writer=None):
+def write_samples(config, exp: Experiment, workdir: str, params, step: int, writer=None,
+                  generator=None):
     """samples/samples_<step>.npz (key 'samples', float32 in data space: images in [0, 1], NHWC)
-    and a PNG beside it (a scatter plot, or an upscaled image grid); returns the samples."""
+    and a PNG beside it (a scatter plot, or an upscaled image grid); returns the samples.
+    `generator`: a compiled one from `get_generator`, reused across snapshots."""
     rng = jax.random.fold_in(_key(config, STREAM_SAMPLE), step)
-    x, nfe = generate(config, exp, params, rng, int(config.sampling.num_samples))
+    x, nfe = generate(config, exp, params, rng, int(config.sampling.num_samples),
+                      generator=generator)
     if exp.images:
         x = datasets.get_data_inverse_scaler(config.data.get("centered", False))(x)
         x = np.clip(x, 0.0, 1.0)
@@ -311,7 +333,8 @@ def train(config, workdir: str) -> None:
     exp = build(config)
     source = _image_source(config) if exp.images else None
     optimizer = get_optimizer(config)
-    step_fn = losses.get_step_fn(get_loss_fn(config, exp), optimizer, config.model.ema_rate)
+    step_fn = losses.get_step_fn(get_loss_fn(config, exp), optimizer, config.model.ema_rate,
+                                 bool(config.model.get("ema_warmup", False)))
     state = init_state(config, exp, optimizer)
 
     t = config.training
@@ -340,6 +363,7 @@ def train(config, workdir: str) -> None:
     bar = tqdm.tqdm(total=t.n_iters, initial=start, disable=not main, unit="step",
                     dynamic_ncols=True)
     t_last, window, postfix = time.time(), [], {}
+    generator = None  # the sampler, compiled at the first snapshot and reused
     try:
         while step < t.n_iters:
             state, step_losses = p_step(state, batches)
@@ -371,7 +395,11 @@ def train(config, workdir: str) -> None:
             if snapshot or step % t.snapshot_freq_for_preemption == 0 or step == t.n_iters:
                 checkpointing.save(manager, step, state)
             if step % t.snapshot_freq == 0 or step == t.n_iters:
-                write_samples(config, exp, workdir, state.ema_params, step, writer)
+                if generator is None:
+                    num = int(config.sampling.num_samples)
+                    generator = get_generator(config, exp,
+                                              min(int(config.sampling.batch_size), num))
+                write_samples(config, exp, workdir, state.ema_params, step, writer, generator)
             t_last += time.time() - t_pause
             n = n_next
     finally:

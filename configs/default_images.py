@@ -147,6 +147,7 @@ def get_default_configs():
     model.name = "ncsnpp"
     model.dropout = 0.1
     model.ema_rate = 0.9999
+    model.ema_warmup = False  # True: decay min(ema_rate, (1 + n) / (10 + n)) at update n
     model.sigma_min = 0.01
     model.sigma_max = 50.0
     model.beta_min = 0.1

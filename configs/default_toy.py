@@ -68,6 +68,7 @@ def get_default_configs():
     model.scale_by_sigma = False
     model.sigma_data = 0.0  # > 0: VE input scaling x / sqrt(sigma_data^2 + sigma^2)
     model.ema_rate = 0.999
+    model.ema_warmup = False  # True: decay min(ema_rate, (1 + n) / (10 + n)) at update n
     model.sigma_min = 0.01
     model.sigma_max = 12.0
     model.beta_min = 0.1

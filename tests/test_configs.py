@@ -34,6 +34,7 @@ EXPERIMENTS = sorted(
 NON_NETWORK_FIELDS = {
     "name",
     "ema_rate",
+    "ema_warmup",
     "sigma_min",
     "sigma_max",
     "beta_min",

@@ -115,3 +115,27 @@ def test_train_step_updates_params_and_ema():
     assert int(new.step) == 5 and step_losses.shape == (5,)
     c, ema = float(new.params["c"]), float(new.ema_params["c"])
     assert 0.5 < ema < c  # EMA lags the parameter as it moves towards 1
+
+
+def test_ema_warmup_follows_the_num_updates_rule():
+    """EMA after each step vs a direct recurrence on the recorded parameter trajectory."""
+    sde = make_sde("vp")
+    model = ScaledTrueScore(sde)
+    loss_fn = losses.get_loss_fn(sde, model, True)
+    opt = losses.get_optimizer(lr=0.1, warmup=0, grad_clip=1.0)
+    batches = GMM.sample(jax.random.PRNGKey(1), 30 * 64).reshape(30, 64, 2)
+    for warmup in (False, True):
+        step = jax.jit(losses.get_step_fn(loss_fn, opt, 0.95, ema_warmup=warmup))
+        state = losses.init_train_state({"c": jnp.array(0.5)}, opt)
+        ema = 0.5
+        for n in range(30):
+            state, _ = step(state, batches[n], jax.random.PRNGKey(n))
+            d = min(0.95, (1 + n) / (10 + n)) if warmup else 0.95
+            ema = d * ema + (1 - d) * float(state.params["c"])
+            assert abs(float(state.ema_params["c"]) - ema) < 1e-6, (warmup, n)
+    # with warm-up the first update keeps only 10% of the initial value
+    step = jax.jit(losses.get_step_fn(loss_fn, opt, 0.999, ema_warmup=True))
+    state, _ = step(losses.init_train_state({"c": jnp.array(0.5)}, opt), batches[0],
+                    jax.random.PRNGKey(0))
+    c = float(state.params["c"])
+    assert abs(float(state.ema_params["c"]) - (0.1 * 0.5 + 0.9 * c)) < 1e-6
