@@ -122,11 +122,11 @@ def test_loss(config, exp, params, source) -> float:
     """Mean training objective of the EMA network on the test split (fixed randomness)."""
     loss_fn = run_lib.get_loss_fn(config, exp, train=False)
     scaler = datasets.get_data_scaler(config.data.centered)
-    run = jax.jit(lambda rng, x: loss_fn(rng, params, x))
+    run = jax.jit(loss_fn)
     total, count = 0.0, 0
     key = jax.random.PRNGKey(config.seed)
     for i, batch in enumerate(datasets.eval_iterator(source, int(config.eval.batch_size))):
-        per = np.asarray(run(jax.random.fold_in(key, i), scaler(batch["image"])))
+        per = np.asarray(run(jax.random.fold_in(key, i), params, scaler(batch["image"])))
         total += float(per[batch["mask"]].sum())
         count += int(batch["mask"].sum())
     return total / count
@@ -135,24 +135,30 @@ def test_loss(config, exp, params, source) -> float:
 def bits_per_dim(config, exp, params, source) -> float:
     """Bits/dim of the test split through the probability-flow ODE, uniform dequantisation
     repeated `eval.bpd_repeats` times (Hutchinson-Skilling trace, Rademacher probes)."""
+    import tqdm
+
     e = config.eval
     ll = likelihood.get_likelihood_fn(exp.sde, e.get("hutchinson", "rademacher"),
                                       e.get("rtol", 1e-5), e.get("atol", 1e-5))
-    score_fn = _score_fn(config, exp, params)
-    run = jax.jit(lambda rng, x: ll(rng, score_fn, x)[0])
+    run = jax.jit(lambda p, rng, x: ll(rng, _score_fn(config, exp, p), x)[0])
     scaler = datasets.get_data_scaler(config.data.centered)
     bpds = []
-    for r in range(int(e.get("bpd_repeats", 1))):
-        it = datasets.eval_iterator(source, int(e.batch_size), uniform_dequantization=True,
-                                    seed=r)
+    repeats, bs = int(e.get("bpd_repeats", 1)), int(e.batch_size)
+    bar = tqdm.tqdm(total=repeats * -(-len(source) // bs), desc="bits/dim",
+                    disable=not run_lib.is_main_process())
+    for r in range(repeats):
+        it = datasets.eval_iterator(source, bs, uniform_dequantization=True, seed=r)
         for i, batch in enumerate(it):
-            logp = run(jax.random.PRNGKey(1000 * r + i), scaler(batch["image"]))
+            bar.update(1)
+            logp = run(params, jax.random.PRNGKey(1000 * r + i), scaler(batch["image"]))
             bpd = likelihood.bits_per_dim(logp, exp.shape, config.data.centered)
             bpds.append(np.asarray(bpd)[batch["mask"]])
+            bar.set_postfix(bpd=f"{np.mean(np.concatenate(bpds)):.4f}")
+    bar.close()
     return float(np.mean(np.concatenate(bpds)))
 
 
-def _sample_features(config, exp, params, net, step: int, workdir: str):
+def _sample_features(config, exp, params, net, step: int, workdir: str, generator=None):
     """Features and logits of `eval.num_samples` samples, generated in rounds that are saved
     as they finish, so an interrupted evaluation resumes where it stopped."""
     import tqdm
@@ -160,7 +166,8 @@ def _sample_features(config, exp, params, net, step: int, workdir: str):
     n, bs = int(config.eval.num_samples), int(config.eval.batch_size)
     part_dir = os.path.join(workdir, "eval", f"partial_{step}")
     os.makedirs(part_dir, exist_ok=True)
-    generator = None  # compiled on the first round that needs it
+    # one compiled sampler for every round (and, passed in, every checkpoint of a sweep)
+    generator = generator or run_lib.get_generator(config, exp, bs)
     inverse = datasets.get_data_inverse_scaler(config.data.centered)
     key = jax.random.fold_in(run_lib._key(config, STREAM_EVAL), step)
     feats, logits, first = [], [], None
@@ -168,8 +175,6 @@ def _sample_features(config, exp, params, net, step: int, workdir: str):
                        disable=not run_lib.is_main_process()):
         path = os.path.join(part_dir, f"round_{r}.npz")
         if not os.path.exists(path):
-            if generator is None:
-                generator = run_lib.get_generator(config, exp, bs)
             x, _ = run_lib.generate(config, exp, params, jax.random.fold_in(key, r),
                                     min(bs, n - r * bs), generator=generator)
             f, lg = evaluation.network_features(net, _net_images(net, inverse(x)))
@@ -192,10 +197,13 @@ def reference_stats(config, workdir: str, net):
     return mu, sigma, evaluation.load_reference_features(ref_path)
 
 
-def sample_metrics(config, exp, params, net, ref, step: int, workdir: str) -> dict:
-    """FID / KID / IS (or the digits proxies) of samples against the reference statistics."""
+def sample_metrics(config, exp, params, net, ref, step: int, workdir: str,
+                   generator=None) -> dict:
+    """FID / KID / IS (or the digits proxies) of samples against the reference statistics.
+    `generator`: a compiled sampler of eval.batch_size from run_lib.get_generator, to reuse."""
     mu, sigma, ref_feats = ref
-    feats, logits, images, part_dir = _sample_features(config, exp, params, net, step, workdir)
+    feats, logits, images, part_dir = _sample_features(config, exp, params, net, step, workdir,
+                                                       generator)
     names = evaluation.metric_names(net)
     stats = evaluation.FeatureStats().update(feats)
     out = {names["frechet_distance"]: evaluation.frechet_distance(stats.mean, stats.cov, mu,
@@ -210,7 +218,7 @@ def sample_metrics(config, exp, params, net, ref, step: int, workdir: str) -> di
     visualize.save_image_grid(os.path.join(workdir, "eval", f"samples_{step}.png"),
                               images[:64], scale=max(1, 64 // exp.shape[0]))
     shutil.rmtree(part_dir, ignore_errors=True)
-    return {k: float(v) for k, v in out.items()}
+    return {k: v if k == "num_samples" else float(v) for k, v in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +269,8 @@ def evaluate(config, workdir: str) -> dict:
     source = _test_source(config) if (e.enable_loss or e.enable_bpd) else None
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
+    generator = run_lib.get_generator(config, exp, int(e.batch_size)) if e.enable_sampling \
+        else None  # compiled at its first call, then shared by all checkpoints
     rows = []
     for k in range(begin, end + 1):
         step = k * int(config.training.snapshot_freq)
@@ -277,7 +287,7 @@ def evaluate(config, workdir: str) -> dict:
         if e.enable_bpd:
             res["bpd"] = bits_per_dim(config, exp, params, source)
         if e.enable_sampling:
-            res.update(sample_metrics(config, exp, params, net, ref, step, workdir))
+            res.update(sample_metrics(config, exp, params, net, ref, step, workdir, generator))
         if run_lib.is_main_process():
             with open(path + ".tmp", "w") as f:
                 json.dump(res, f, indent=2)
@@ -351,14 +361,20 @@ def ablate(config, workdir: str) -> list:
         rows.append({"sampler": label, "column": column, "nfe": nfe, name: quality(to_data(x))})
         print(f"{label:20s} {column:8s} nfe={nfe:6d} {name}={rows[-1][name]:.5g}", flush=True)
 
-    for label, (predictor, pf) in ABLATION_ROWS.items():
+    done = {}  # sampler settings -> its row: the corrector-only column does not depend on
+    for label, (predictor, pf) in ABLATION_ROWS.items():  # the predictor, so it runs once
         for column, (steps, use_p, use_c) in _ablation_cells(n).items():
             sde = _sde_with_steps(config, steps)
             p = predictor if use_p else "none"
             c = "langevin" if use_c else "none"
-            make = lambda shape, sde=sde, p=p, c=c, pf=pf: sampling.get_pc_sampler(
-                sde, shape, p, c, a.snr, a.n_steps_each, pf and p != "none", True)
+            flow = pf and p != "none"
+            if (steps, p, c, flow) in done:
+                rows.append(dict(done[(steps, p, c, flow)], sampler=label))
+                continue
+            make = lambda shape, sde=sde, p=p, c=c, flow=flow: sampling.get_pc_sampler(
+                sde, shape, p, c, a.snr, a.n_steps_each, flow, True)
             run(label, column, make)
+            done[(steps, p, c, flow)] = rows[-1]
     for tol in a.ode_tolerances:
         make = lambda shape, tol=tol: sampling.get_ode_sampler(exp.sde, shape, tol, tol)
         run("ODE (dopri5)", f"tol={tol:g}", make)
@@ -396,22 +412,44 @@ def ablation_table(rows, name: str, n: int) -> str:
 
 
 def plot_quality_vs_nfe(path: str, rows, name: str) -> None:
-    """Sample quality against the number of score evaluations, one series per sampler."""
+    """Sample quality against the number of score evaluations (both axes logarithmic): per
+    predictor a line through its predictor-only columns and a square for predictor-corrector;
+    one cross for the corrector-only column (the same sampler in every row); the ODE solves as
+    a line over tolerances."""
     plt = visualize.plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label in dict.fromkeys(r["sampler"] for r in rows):
-        pts = sorted((r["nfe"], r[name], r["column"]) for r in rows
-                     if r["sampler"] == label and r[name] is not None)
-        if not pts:
-            continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
-        for nfe, val, col in pts:
-            ax.annotate(col, (nfe, val), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ok = [r for r in rows if r[name] is not None and r["nfe"] is not None]
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    corrector_only = None
+    for label in dict.fromkeys(r["sampler"] for r in ok):
+        mine = [r for r in ok if r["sampler"] == label]
+        color = next(colors)
+        if label.startswith("ODE"):
+            line = sorted(mine, key=lambda r: r["nfe"])
+        else:
+            line = sorted((r for r in mine if r["column"].startswith("P")
+                           and not r["column"].startswith("PC")), key=lambda r: r["nfe"])
+        ax.plot([r["nfe"] for r in line], [r[name] for r in line], "o-", color=color,
+                label=label)
+        for r in mine:
+            if r["column"].startswith("PC"):
+                ax.plot(r["nfe"], r[name], "s", color=color, markersize=7, mfc="none")
+            elif r["column"].startswith("C"):
+                corrector_only = r
+                continue
+            ax.annotate(r["column"], (r["nfe"], r[name]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 3), color=color)
+    if corrector_only is not None:
+        ax.plot(corrector_only["nfe"], corrector_only[name], "kx", markersize=9,
+                label="corrector only (Langevin)")
+        ax.annotate(corrector_only["column"], (corrector_only["nfe"], corrector_only[name]),
+                    fontsize=7, textcoords="offset points", xytext=(4, 3))
+    ax.plot([], [], "s", color="grey", mfc="none", label="predictor-corrector")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("NFE (score evaluations per sample)")
     ax.set_ylabel(f"{name} (lower is better)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-

@@ -108,3 +108,9 @@ def test_ablation_table_on_toy_data(tmp_path):
     assert table.splitlines()[0] == header
     assert (tmp_path / "eval" / "ablation_100.png").exists()
     assert (tmp_path / "eval" / "ablation_100.csv").exists()
+    # the corrector-only column is the same sampler in every row: computed once, reported thrice
+    c_cells = [cells[(label, "C200")] for label in eval_lib.ABLATION_ROWS]
+    assert len({r["energy_distance"] for r in c_cells}) == 1
+    # probability-flow rows are not the reverse-diffusion rows
+    assert (cells[("probability flow", "PC100")]["energy_distance"]
+            != cells[("reverse diffusion", "PC100")]["energy_distance"])
