@@ -128,7 +128,7 @@ def pipeline(config_path: str, workdir: str | None, num: int, repeats: int) -> N
     work = tempfile.mkdtemp(prefix="bench_eval_run_")
     _, t_total = timed(eval_lib.sample_metrics, config, exp, params, net, ref, 0, work)
 
-    print("| stage | images/s | s per batch | first call (compile) s |")
+    print("| stage | images/s | s per batch | first call s (incl. compile) |")
     print("|---|---:|---:|---:|")
     print(f"| sampling ({nfe} NFE per image) | {bs / t_gen:.1f} | {t_gen:.2f} | {t_first:.1f} |")
     print(f"| features ({net.identity}) | {bs / t_feat:.1f} | {t_feat:.3f} | {f_first:.1f} |")
@@ -157,14 +157,14 @@ def main():
         net = inception.from_state_dict(inception.random_state_dict(0), "random", published=False)
         print(f"### FID Inception-v3 features ({args.image_size}x{args.image_size} inputs resized "
               f"to 299); median of {args.repeats} timed calls after a warm-up call\n")
-        print("| batch | images/s | s/batch | first call (compile) s |")
+        print("| batch | images/s | s/batch | first call s (incl. compile) |")
         print("|---:|---:|---:|---:|")
         for batch in (int(b) for b in args.batch_sizes.split(",")):
             first, per_batch = time_batch(net, batch, args.image_size, args.repeats)
             print(f"| {batch} | {batch / per_batch:.1f} | {per_batch:.2f} | {first:.1f} |")
     digits = evaluation.load_digits_classifier()
     print(f"\n### Digits classifier features ({digits.identity}, 16x16x1 inputs)\n")
-    print("| batch | images/s | s/batch | first call (compile) s |")
+    print("| batch | images/s | s/batch | first call s (incl. compile) |")
     print("|---:|---:|---:|---:|")
     for batch in (64, 297):
         images = np.random.default_rng(0).uniform(size=(batch, 16, 16, 1)).astype(np.float32)
