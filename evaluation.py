@@ -16,7 +16,7 @@ import scipy.special
 
 import feature_net
 import inception
-from utils import ConfigError, check_unit_images
+from utils import ConfigError, apply_in_batches, check_unit_images
 
 # ---------------------------------------------------------------------------------------------
 # Low-dimensional sample distances (toy data, analytic oracles)
@@ -101,18 +101,7 @@ def inception_features(net: inception.InceptionNet, images, batch_size: int = 50
       `inception_score`); `inception.load(path, logits_bias=True)` gives the full logits.
     """
     images = _check_images(images)
-    n = images.shape[0]
-    size = min(batch_size, n)
-    pools, logits = [], []
-    for start in range(0, n, size):
-        chunk = jnp.asarray(images[start : start + size], jnp.float32)
-        k = chunk.shape[0]
-        if k < size:
-            chunk = jnp.pad(chunk, ((0, size - k), (0, 0), (0, 0), (0, 0)))
-        pool, logit = net.apply(net.variables, chunk)
-        pools.append(np.asarray(pool[:k]))
-        logits.append(np.asarray(logit[:k]))
-    return np.concatenate(pools), np.concatenate(logits)
+    return apply_in_batches(lambda x: net.apply(net.variables, x), images, batch_size)
 
 
 def _features(feats, name: str, min_count: int = 2) -> np.ndarray:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from utils import ConfigError, check_unit_images
+from utils import ConfigError, apply_in_batches, check_unit_images
 
 NETWORK_NAME = "digits-cnn-v1"
 IMAGE_SHAPE = (16, 16, 1)  # datasets.get_dataset('digits', split, image_size=16, num_channels=1)
@@ -219,15 +219,4 @@ def features(net: FeatureNet, images, batch_size: int = 500):
       feats [B, feature_dim] and logits [B, num_classes], float32 numpy arrays.
     """
     images = check_images(images, net.image_shape)
-    n = images.shape[0]
-    size = min(batch_size, n)
-    feats, logits = [], []
-    for start in range(0, n, size):
-        chunk = jnp.asarray(images[start : start + size], jnp.float32)
-        k = chunk.shape[0]
-        if k < size:
-            chunk = jnp.pad(chunk, ((0, size - k), (0, 0), (0, 0), (0, 0)))
-        feat, logit = net.apply(net.variables, chunk)
-        feats.append(np.asarray(feat[:k]))
-        logits.append(np.asarray(logit[:k]))
-    return np.concatenate(feats), np.concatenate(logits)
+    return apply_in_batches(lambda x: net.apply(net.variables, x), images, batch_size)

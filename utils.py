@@ -53,3 +53,18 @@ def check_unit_images(images) -> np.ndarray:
             "(data in [-1, 1]: use (x + 1) / 2; clip model samples first)"
         )
     return images
+
+
+def apply_in_batches(fn, x: np.ndarray, batch_size: int) -> tuple:
+    """`fn(chunk)` -> tuple of [b, ...] arrays, over float32 `x` in batches of one size (the
+    last zero-padded, so one compilation); each output concatenated as numpy, padding dropped."""
+    n = x.shape[0]
+    size = min(batch_size, n)
+    parts = []
+    for start in range(0, n, size):
+        chunk = jnp.asarray(x[start : start + size], jnp.float32)
+        k = chunk.shape[0]
+        if k < size:
+            chunk = jnp.pad(chunk, ((0, size - k),) + ((0, 0),) * (chunk.ndim - 1))
+        parts.append(tuple(np.asarray(out[:k]) for out in fn(chunk)))
+    return tuple(np.concatenate(outs) for outs in zip(*parts, strict=True))
