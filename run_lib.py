@@ -363,7 +363,8 @@ def train(config, workdir: str) -> None:
     bar = tqdm.tqdm(total=t.n_iters, initial=start, disable=not main, unit="step",
                     dynamic_ncols=True)
     t_last, window, postfix = time.time(), [], {}
-    generator = None  # the sampler, compiled at the first snapshot and reused
+    num_samples = int(config.sampling.num_samples)  # one sampler for all snapshots, compiled once
+    generator = get_generator(config, exp, min(int(config.sampling.batch_size), num_samples))
     try:
         while step < t.n_iters:
             state, step_losses = p_step(state, batches)
@@ -395,10 +396,6 @@ def train(config, workdir: str) -> None:
             if snapshot or step % t.snapshot_freq_for_preemption == 0 or step == t.n_iters:
                 checkpointing.save(manager, step, state)
             if step % t.snapshot_freq == 0 or step == t.n_iters:
-                if generator is None:
-                    num = int(config.sampling.num_samples)
-                    generator = get_generator(config, exp,
-                                              min(int(config.sampling.batch_size), num))
                 write_samples(config, exp, workdir, state.ema_params, step, writer, generator)
             t_last += time.time() - t_pause
             n = n_next

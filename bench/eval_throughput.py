@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import datasets  # noqa: E402
 import eval_lib  # noqa: E402
 import evaluation  # noqa: E402
 import feature_net  # noqa: E402
@@ -110,13 +111,13 @@ def pipeline(config_path: str, workdir: str | None, num: int, repeats: int) -> N
     (x, nfe), t_first = timed(gen, key, params)
     t_gen = statistics.median(timed(gen, jax.random.fold_in(key, i), params)[1]
                               for i in range(repeats))
-    images = eval_lib._net_images(net, np.clip((np.asarray(x) + 1) / 2, 0, 1)
-                                  if config.data.centered else np.asarray(x))
-    _, f_first = timed(evaluation.network_features, net, images)
+    inverse = datasets.get_data_inverse_scaler(config.data.centered)
+    images = eval_lib._net_images(net, inverse(np.asarray(x)))
+    (f, lg), f_first = timed(evaluation.network_features, net, images)
     t_feat = statistics.median(timed(evaluation.network_features, net, images)[1]
                                for _ in range(repeats))
-    feats = np.tile(evaluation.network_features(net, images)[0], (-(-num // bs), 1))[:num]
-    logits = np.tile(evaluation.network_features(net, images)[1], (-(-num // bs), 1))[:num]
+    rounds = -(-num // bs)  # the metrics see `num` rows, as in --mode eval
+    feats, logits = np.tile(f, (rounds, 1))[:num], np.tile(lg, (rounds, 1))[:num]
 
     def metrics():
         st = evaluation.FeatureStats().update(feats)
