@@ -358,6 +358,10 @@ def ablate(config, workdir: str) -> list:
             rows.append({"sampler": label, "column": column, "nfe": None, name: None,
                          "note": str(err)})
             return
+        if not np.all(np.isfinite(x)):
+            rows.append({"sampler": label, "column": column, "nfe": nfe, name: None,
+                         "note": "non-finite samples (the sampler diverged)"})
+            return
         rows.append({"sampler": label, "column": column, "nfe": nfe, name: quality(to_data(x))})
         print(f"{label:20s} {column:8s} nfe={nfe:6d} {name}={rows[-1][name]:.5g}", flush=True)
 

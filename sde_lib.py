@@ -130,12 +130,28 @@ class VPSDE(SDE):
         if not 0 <= beta_min < beta_max:
             raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
         self.beta_0, self.beta_1 = float(beta_min), float(beta_max)
-        # DDPM's beta_i = beta(t_i) / N on the discrete grid.
-        self.discrete_betas = jnp.linspace(beta_min / self.N, beta_max / self.N, self.N)
-        self.alphas = 1.0 - self.discrete_betas
-        alphas_cumprod = jnp.cumprod(self.alphas)
-        self.sqrt_alphas_cumprod = jnp.sqrt(alphas_cumprod)
-        self.sqrt_1m_alphas_cumprod = jnp.sqrt(1.0 - alphas_cumprod)
+        # DDPM's beta_i = beta(t_i) / N on the discrete grid, and the products derived from it;
+        # when N is too small for them (beta_i >= 1) they are absent and using them is an error
+        self._tables = None
+        if beta_max / self.N < 1.0:
+            betas = jnp.linspace(beta_min / self.N, beta_max / self.N, self.N)
+            cumprod = jnp.cumprod(1.0 - betas)
+            self._tables = {"betas": betas, "alphas": 1.0 - betas,
+                            "sqrt_alphas_cumprod": jnp.sqrt(cumprod),
+                            "sqrt_1m_alphas_cumprod": jnp.sqrt(1.0 - cumprod)}
+
+    def _ddpm_tables(self) -> dict:
+        if self._tables is None:
+            raise ConfigError(
+                f"model.num_scales: the DDPM discretisation of the VP SDE needs beta_max / N "
+                f"< 1, i.e. N > {self.beta_1:g}; got N = {self.N} (for --mode ablate: "
+                "ablation.num_scales)")
+        return self._tables
+
+    discrete_betas = property(lambda self: self._ddpm_tables()["betas"])
+    alphas = property(lambda self: self._ddpm_tables()["alphas"])
+    sqrt_alphas_cumprod = property(lambda self: self._ddpm_tables()["sqrt_alphas_cumprod"])
+    sqrt_1m_alphas_cumprod = property(lambda self: self._ddpm_tables()["sqrt_1m_alphas_cumprod"])
 
     def beta(self, t):
         return self.beta_0 + t * (self.beta_1 - self.beta_0)

@@ -7,6 +7,7 @@ import pytest
 import scipy.stats
 
 import sde_lib
+from utils import ConfigError
 
 SDES = {
     "ve": lambda: sde_lib.VESDE(sigma_min=0.05, sigma_max=5.0, N=1000),
@@ -108,3 +109,14 @@ def test_impossible_values_raise():
         sde_lib.VPSDE(beta_min=-1.0)
     with pytest.raises(ValueError, match="N must be"):
         sde_lib.VPSDE(N=0)
+
+
+def test_ddpm_grid_too_coarse_is_a_named_error():
+    sde = sde_lib.VPSDE(0.1, 20.0, N=10)  # beta_max / N = 2: 1 - beta_i < 0
+    mean, std = sde.marginal_prob(jnp.ones((2, 3)), jnp.full((2,), 0.5))  # continuous: fine
+    assert np.all(np.isfinite(np.asarray(std)))
+    with pytest.raises(ConfigError, match="model.num_scales: .* needs beta_max / N < 1"):
+        sde.discretize(jnp.ones((2, 3)), jnp.full((2,), 0.5))
+    with pytest.raises(ConfigError, match="N > 20"):
+        _ = sde_lib.subVPSDE(0.1, 20.0, N=20).alphas
+    assert sde_lib.VPSDE(0.1, 20.0, N=21).alphas.min() > 0
