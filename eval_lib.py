@@ -357,10 +357,12 @@ def ablate(config, workdir: str) -> list:
         except ConfigError as err:  # e.g. ancestral sampling is not defined for sub-VP
             rows.append({"sampler": label, "column": column, "nfe": None, name: None,
                          "note": str(err)})
+            print(f"{label:20s} {column:8s} n/a: {err}", flush=True)
             return
         if not np.all(np.isfinite(x)):
             rows.append({"sampler": label, "column": column, "nfe": nfe, name: None,
                          "note": "non-finite samples (the sampler diverged)"})
+            print(f"{label:20s} {column:8s} n/a: non-finite samples", flush=True)
             return
         rows.append({"sampler": label, "column": column, "nfe": nfe, name: quality(to_data(x))})
         print(f"{label:20s} {column:8s} nfe={nfe:6d} {name}={rows[-1][name]:.5g}", flush=True)
