@@ -6,6 +6,8 @@ Module names mirror diffusers' `AutoencoderKL`. NHWC.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import flax.struct
 import jax
@@ -294,15 +296,17 @@ class PatchDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        """x: [B, H, W, C] -> logits [B, H', W', 1] (H' = H / 2**n_layers - 2 for H >= 32)."""
+        """x: [B, H, W, C] -> logits [B, H', W', 1], H' = H / 2**n_layers - 2."""
         choose("autoencoder.disc_norm", self.norm, DISC_NORMS)
         pad = ((1, 1), (1, 1))
-        x = nn.leaky_relu(nn.Conv(self.ndf, (4, 4), (2, 2), pad)(x), 0.2)
+        conv = functools.partial(nn.Conv, kernel_size=(4, 4), padding=pad,
+                                 kernel_init=nn.initializers.normal(0.02))  # as pix2pix
+        x = nn.leaky_relu(conv(self.ndf, strides=(2, 2))(x), 0.2)
         for n in range(1, self.n_layers + 1):
             width = self.ndf * min(2**n, 8)
             stride = 2 if n < self.n_layers else 1
-            x = nn.Conv(width, (4, 4), (stride, stride), pad, use_bias=self.norm == "none")(x)
+            x = conv(width, strides=(stride, stride), use_bias=self.norm == "none")(x)
             if self.norm == "group":
                 x = group_norm(self.norm_num_groups, 1e-5)(x)
             x = nn.leaky_relu(x, 0.2)
-        return nn.Conv(1, (4, 4), (1, 1), pad)(x)
+        return conv(1)(x)

@@ -164,6 +164,10 @@ def test_unet_cond_factory_shapes_and_errors():
     variables = jax.eval_shape(functools.partial(model.init, **kw), jax.random.key(0), x, t)
     out = jax.eval_shape(functools.partial(model.apply, **kw), variables, x, t)
     assert out.shape == (2, 8, 8, 5)
+    dropout = models.get_model(_cond_config(out_channels=5, num_classes=4, dropout=0.1))
+    train = functools.partial(dropout.apply, context=kw["context"], train=True,
+                              class_labels=kw["class_labels"], rngs={"dropout": jax.random.key(2)})
+    assert jax.eval_shape(train, variables, x, t).shape == (2, 8, 8, 5)
     assert "class_embedding" in variables["params"]
     bad = dict(context=jnp.zeros((2, 7, 5)))
     with pytest.raises(ConfigError, match="model.context_dim=6"):
@@ -286,6 +290,9 @@ def test_text_transformer_is_causal_and_ignores_padding(clips):
     pads[0, 7:] = 66  # row 0 is padded from position 7; the mask hides those keys
     repadded, _ = apply(pads, mask)
     np.testing.assert_array_equal(repadded[0, :7], base[0, :7])
+    unmasked, pooled = apply(ids)  # row 1 has no padding: no mask changes nothing there
+    np.testing.assert_allclose(unmasked[1], base[1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(pooled[1], unmasked[1, 9])  # its EOS is the last token
 
 
 # ---------------------------------------------------------------- tokenizer
