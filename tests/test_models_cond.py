@@ -205,6 +205,24 @@ def test_param_names_mirror_reference(names, model):
         assert pretrained.to_flax_layout(leaf, np.empty(ref[name])).shape == shape, name
 
 
+def _n_params(module, *args, **kw) -> int:
+    shapes = jax.eval_shape(functools.partial(module.init, **kw), jax.random.key(0), *args)
+    return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes))
+
+
+def test_stable_diffusion_sizes_have_the_published_parameter_counts():
+    """SD 1.5: UNet 859,520,964, VAE 83,653,863, CLIP ViT-L/14 text 123,060,480 (the counts of
+    the diffusers / transformers models with SD 1.5's configs)."""
+    x, t = jnp.zeros((1, 8, 8, 4)), jnp.ones((1,))
+    sd15 = unet_cond.UNetCond(out_channels=4)
+    assert _n_params(sd15, x, t, context=jnp.zeros((1, 2, 768))) == 859_520_964
+    vae = autoencoder.AutoencoderKL(resolution=512)
+    assert _n_params(vae, jnp.zeros((1, 8, 8, 3))) == 83_653_863
+    clip = text_encoder.CLIPTextTransformer(vocab_size=49408, width=768, layers=12, heads=12,
+                                            intermediate_size=3072)
+    assert _n_params(clip, jnp.zeros((1, 77), jnp.int32)) == 123_060_480
+
+
 def test_torch_name_rule():
     assert (pretrained.torch_name("down_blocks_0/resnets_1/conv1/kernel")
             == "down_blocks.0.resnets.1.conv1.weight")
