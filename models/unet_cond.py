@@ -166,9 +166,11 @@ class TimeEmbedding(nn.Module):
     freq_shift: float = 0.0
 
     @nn.compact
-    def __call__(self, labels):
-        """labels: [B] -> [B, 4 dim]."""
+    def __call__(self, labels, dtype=jnp.float32):
+        """labels: [B] -> [B, 4 dim]; the sinusoids are computed in float32, then cast to
+        `dtype` (the sample's, so half-precision parameters give half-precision compute)."""
         emb = timestep_embedding(labels, self.dim, self.flip_sin_to_cos, self.freq_shift)
+        emb = emb.astype(dtype)
         emb = nn.silu(nn.Dense(4 * self.dim, name="linear_1")(emb))
         return nn.Dense(4 * self.dim, name="linear_2")(emb)
 
@@ -270,6 +272,9 @@ class UNetCond(nn.Module):
       norm_num_groups, norm_eps: resnet GroupNorm. dropout: resnet/attention dropout.
       flip_sin_to_cos, freq_shift: the sinusoidal time projection (SD: True, 0).
       num_classes: > 0 adds a learned class embedding to the time embedding.
+
+    Compute precision follows the parameters and the sample: cast both to bfloat16 for
+    half-precision inference (the context is cast to the sample's dtype).
     """
 
     out_channels: int = 0
@@ -318,8 +323,9 @@ class UNetCond(nn.Module):
         """
         check_unet_cond(self)
         check_inputs(self, x, context, class_labels)
+        context = context.astype(x.dtype)  # compute in the sample's precision
         temb = TimeEmbedding(self.block_out_channels[0], self.flip_sin_to_cos, self.freq_shift,
-                             name="time_embedding")(labels)  # [B, 4 c0]
+                             name="time_embedding")(labels, x.dtype)  # [B, 4 c0]
         if self.num_classes > 0:
             temb = temb + nn.Embed(self.num_classes, temb.shape[-1],
                                    name="class_embedding")(class_labels)

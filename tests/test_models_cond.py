@@ -169,6 +169,9 @@ def test_unet_cond_factory_shapes_and_errors():
                               class_labels=kw["class_labels"], rngs={"dropout": jax.random.key(2)})
     assert jax.eval_shape(train, variables, x, t).shape == (2, 8, 8, 5)
     assert "class_embedding" in variables["params"]
+    half = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.bfloat16), variables)
+    out = jax.eval_shape(functools.partial(model.apply, **kw), half, x.astype(jnp.bfloat16), t)
+    assert out.dtype == jnp.bfloat16  # half-precision parameters: half-precision compute
     bad = dict(context=jnp.zeros((2, 7, 5)))
     with pytest.raises(ConfigError, match="model.context_dim=6"):
         jax.eval_shape(functools.partial(model.init, **bad), jax.random.key(0), x, t)
