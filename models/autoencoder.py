@@ -298,6 +298,10 @@ class PatchDiscriminator(nn.Module):
     def __call__(self, x):
         """x: [B, H, W, C] -> logits [B, H', W', 1], H' = H / 2**n_layers - 2."""
         choose("autoencoder.disc_norm", self.norm, DISC_NORMS)
+        if self.norm == "group":
+            widths = [self.ndf * min(2**n, 8) for n in range(1, self.n_layers + 1)]
+            check_groups("discriminator norm_num_groups", self.norm_num_groups, widths,
+                         f"ndf={self.ndf}, n_layers={self.n_layers}")
         pad = ((1, 1), (1, 1))
         conv = functools.partial(nn.Conv, kernel_size=(4, 4), padding=pad,
                                  kernel_init=nn.initializers.normal(0.02))  # as pix2pix

@@ -20,6 +20,8 @@ LISTS = ("down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "u
          "transformer_blocks", "layers", "to_out", "net")
 _LIST_ENTRY = re.compile(rf"^({'|'.join(LISTS)})_(\d+)$")
 LEAVES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
+# Non-parameter buffers some checkpoints carry (older CLIP text encoders save position_ids).
+BUFFERS = ("position_ids",)
 
 
 def torch_name(path: tuple[str, ...] | str, prefix: str = "") -> str:
@@ -79,7 +81,8 @@ def params_from_state_dict(state_dict: dict, template: dict, prefix: str = "") -
                               f"the model expects {tuple(want.shape)}")
         out[path] = array.astype(want.dtype)
         used.add(name)
-    unused = sorted(k for k in state_dict if k.startswith(prefix) and k not in used)
+    unused = sorted(k for k in state_dict if k.startswith(prefix) and k not in used
+                    and not k.endswith(BUFFERS))
     if unused:
         raise ConfigError(f"checkpoint tensor {unused[0]} (and {len(unused) - 1} more) has no "
                           "place in the model")

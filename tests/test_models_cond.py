@@ -235,6 +235,24 @@ def test_torch_name_rule():
             == "text_model.embeddings.token_embedding.weight")
 
 
+def test_loader_transposes_and_names_bad_tensors():
+    template = {"net_0": {"proj": {"kernel": np.zeros((3, 2)), "bias": np.zeros(2)}},
+                "conv": {"kernel": np.zeros((3, 3, 4, 5))}}
+    w = np.arange(6.0).reshape(2, 3)
+    conv = np.random.default_rng(0).standard_normal((5, 4, 3, 3))
+    sd = {"net.0.proj.weight": w, "net.0.proj.bias": np.ones(2), "conv.weight": conv,
+          "embeddings.position_ids": np.arange(3)}
+    params = pretrained.params_from_state_dict(sd, template)
+    np.testing.assert_array_equal(params["net_0"]["proj"]["kernel"], w.T)
+    np.testing.assert_array_equal(params["conv"]["kernel"][1, 2, 3], conv[:, 3, 1, 2])
+    with pytest.raises(ConfigError, match="no tensor conv.weight"):
+        pretrained.params_from_state_dict({k: v for k, v in sd.items() if k[0] != "c"}, template)
+    with pytest.raises(ConfigError, match=r"net.0.proj.weight has shape \(2, 2\)"):
+        pretrained.params_from_state_dict(dict(sd, **{"net.0.proj.weight": w[:, :2]}), template)
+    with pytest.raises(ConfigError, match="extra.weight"):
+        pretrained.params_from_state_dict(dict(sd, **{"extra.weight": w}), template)
+
+
 # ---------------------------------------------------------------- numerical parity
 
 
