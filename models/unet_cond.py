@@ -135,29 +135,6 @@ class SpatialTransformer(nn.Module):
         return x + h
 
 
-def check_unet_cond(m: UNetCond):
-    """Raise ConfigError for impossible UNetCond fields (keys of config.model)."""
-    chans = tuple(m.block_out_channels)
-    if not chans or min(chans) < 1 or m.layers_per_block < 1 or m.transformer_depth < 1:
-        raise ConfigError(f"model.block_out_channels={chans}, layers_per_block="
-                          f"{m.layers_per_block}, transformer_depth={m.transformer_depth} "
-                          "must be positive")
-    if len(m.attention_levels) != len(chans):
-        raise ConfigError(f"model.attention_levels={tuple(m.attention_levels)} needs one bool per "
-                          f"level of model.block_out_channels={chans}")
-    if (m.num_heads > 0) == (m.head_dim > 0):
-        raise ConfigError(f"set exactly one of model.num_heads={m.num_heads} and model.head_dim="
-                          f"{m.head_dim} (the other 0)")
-    for c in chans:
-        if c % (m.num_heads or m.head_dim):
-            raise ConfigError(f"model.block_out_channels={chans} must be divisible by "
-                              f"{'model.num_heads' if m.num_heads else 'model.head_dim'}")
-    check_groups("model.norm_num_groups", m.norm_num_groups, chans,
-                 f"model.block_out_channels={chans}")
-    if not 0.0 <= m.dropout < 1.0:
-        raise ConfigError(f"model.dropout={m.dropout} must be in [0, 1)")
-
-
 class TimeEmbedding(nn.Module):
     """time_proj (sinusoidal, no parameters) then linear_1, SiLU, linear_2 to 4 * dim."""
 
@@ -194,6 +171,29 @@ class MidBlockCrossAttn(nn.Module):
         x = SpatialTransformer(self.heads, self.channels // self.heads, **dict(self.transformer),
                                name="attentions_0")(x, context, context_mask, train)
         return res(1)(x, temb, train=train)
+
+
+def check_unet_cond(m: UNetCond):
+    """Raise ConfigError for impossible UNetCond fields (keys of config.model)."""
+    chans = tuple(m.block_out_channels)
+    if not chans or min(chans) < 1 or m.layers_per_block < 1 or m.transformer_depth < 1:
+        raise ConfigError(f"model.block_out_channels={chans}, layers_per_block="
+                          f"{m.layers_per_block}, transformer_depth={m.transformer_depth} "
+                          "must be positive")
+    if len(m.attention_levels) != len(chans):
+        raise ConfigError(f"model.attention_levels={tuple(m.attention_levels)} needs one bool per "
+                          f"level of model.block_out_channels={chans}")
+    if (m.num_heads > 0) == (m.head_dim > 0):
+        raise ConfigError(f"set exactly one of model.num_heads={m.num_heads} and model.head_dim="
+                          f"{m.head_dim} (the other 0)")
+    for c in chans:
+        if c % (m.num_heads or m.head_dim):
+            raise ConfigError(f"model.block_out_channels={chans} must be divisible by "
+                              f"{'model.num_heads' if m.num_heads else 'model.head_dim'}")
+    check_groups("model.norm_num_groups", m.norm_num_groups, chans,
+                 f"model.block_out_channels={chans}")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout={m.dropout} must be in [0, 1)")
 
 
 def check_inputs(m: UNetCond, x, context, class_labels):
