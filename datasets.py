@@ -4,6 +4,7 @@ image sets (digits, captioned shapes, tfds, captioned image folders), iterators,
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import warnings
@@ -321,8 +322,6 @@ def _read_image_file(files: list[str], image_size: int, num_channels: int, subst
 def _metadata_rows(meta_path: str) -> list[tuple[str, str]]:
     """(image path, caption) of each row of a metadata.jsonl; one-line ConfigError on a bad row.
     File names are relative to the metadata file's folder, as fine-tuning datasets write them."""
-    import json
-
     folder, rows = os.path.dirname(meta_path), []
     with open(meta_path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -352,9 +351,9 @@ def _captioned_files(data_dir: str, root: str, files: list[str], bad: list[str])
     metas = [os.path.join(d, METADATA_FILE) for d in dict.fromkeys((root, data_dir))]
     meta_path = next((m for m in metas if os.path.isfile(m)), None)
     if meta_path is not None:
-        inside = lambda p: os.path.commonpath([os.path.abspath(p), os.path.abspath(root)]) == \
-            os.path.abspath(root)
-        rows = [r for r in _metadata_rows(meta_path) if inside(r[0])]
+        top = os.path.abspath(root)
+        rows = [r for r in _metadata_rows(meta_path)
+                if os.path.commonpath([os.path.abspath(r[0]), top]) == top]
         unreadable = {os.path.normpath(p) for p in bad}
         kept = [r for r in rows if r[0] not in unreadable]
         require(kept, "data.data_dir", f"{meta_path} lists no readable image under {root}")

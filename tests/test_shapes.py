@@ -316,6 +316,15 @@ def test_image_folder_with_metadata_jsonl(tmp_path):
         np.testing.assert_array_equal(x, source[i][0] / np.float32(255.0))
 
 
+def test_metadata_beside_split_folders_keeps_the_split(tmp_path):
+    _write_images(tmp_path, ["train/a.png", "test/b.png"])
+    rows = [{"file_name": "test/b.png", "text": "b"}, {"file_name": "train/a.png", "text": "a"}]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    for split, caption in (("train", "a"), ("test", "b")):
+        source = datasets.get_dataset("image_folder", split, 8, 3, data_dir=str(tmp_path))
+        assert source.captions == [caption]
+
+
 def test_image_folder_with_txt_files(tmp_path):
     _write_images(tmp_path, ["x.png", "deep/y.jpg"])
     (tmp_path / "x.txt").write_text("first\ncaption\n")
