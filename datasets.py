@@ -1,8 +1,10 @@
-"""Datasets: embedded 2-D toy sets (generated from a seed, no download) and data scalers."""
+"""Datasets: embedded 2-D toy sets (generated from a seed, no download), embedded and on-disk
+image sets (digits, captioned shapes, tfds, captioned image folders), iterators, scalers."""
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import warnings
@@ -14,6 +16,16 @@ import numpy as np
 from PIL import Image
 
 import analytic
+import shapes
+from shapes import (  # noqa: F401  (the public vocabulary and parser of the shapes set)
+    SHAPES_ATTRIBUTES,
+    SHAPES_COLOURS,
+    SHAPES_POSITION_PHRASES,
+    SHAPES_POSITIONS,
+    SHAPES_SHAPES,
+    SHAPES_SIZES,
+    parse_shapes_caption,
+)
 from utils import ConfigError, choose, require
 
 # ---------------------------------------------------------------------------------------------
@@ -81,6 +93,9 @@ def sample_toy(name: str, rng, n: int) -> jnp.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 DIGITS_NUM_TEST = 297  # the last 297 of scikit-learn's 1,797 digits form the test split
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SHAPES_NUM_EXAMPLES = {"train": 20000, "test": 2000}  # drawn from separate streams
+METADATA_FILE = "metadata.jsonl"  # captions of an image folder: {"file_name", "text"} rows
 TFDS_CENTRE_CROP = {"cifar10": None, "svhn_cropped": None, "celeb_a": 140}  # square crop first
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _UNREADABLE = (OSError, SyntaxError, ValueError)  # what PIL raises for a broken file
@@ -98,6 +113,10 @@ class ImageSource(Sequence):
       image_shape: (image_size, image_size, num_channels).
       num_classes: number of label classes; 0 for unlabelled data.
       num_skipped: image files left out because they could not be read (image folders).
+      captions: list of `length` strings, caption i of image i; None for uncaptioned data.
+      attributes: for 'shapes', the labels of what each image shows (see `SHAPES_ATTRIBUTES`):
+        'colour', 'shape', 'size', 'position' int32 [N, 2] (-1: no second object),
+        'num_objects' int32 [N], 'box' int32 [N, 2, 3] (y0, x0, side); else None.
     """
 
     def __init__(
@@ -108,11 +127,17 @@ class ImageSource(Sequence):
         image_shape: tuple[int, int, int],
         num_classes: int,
         num_skipped: int = 0,
+        captions: Sequence[str] | None = None,
+        attributes: dict[str, np.ndarray] | None = None,
     ):
+        if captions is not None and len(captions) != length:
+            raise ValueError(f"{len(captions)} captions for {length} images")
         self.name = name
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
         self.num_skipped = num_skipped
+        self.captions = None if captions is None else list(captions)
+        self.attributes = attributes
         self._length = length
         self._read = read
 
@@ -195,6 +220,31 @@ def _digits_source(split, image_size, num_channels, data_dir) -> ImageSource:
     return ImageSource("digits", len(images), read, images.shape[1:], num_classes=10)
 
 
+def _digits_captioned_source(split, image_size, num_channels, data_dir) -> ImageSource:
+    """The digits with captions 'a handwritten seven'."""
+    source = _digits_source(split, image_size, num_channels, data_dir)
+    read = source._read
+    labels = [read(i)[1] for i in range(len(source))]
+    captions = [f"a handwritten {DIGIT_WORDS[y]}" for y in labels]
+    return ImageSource("digits_captioned", len(source), read, source.image_shape,
+                       num_classes=10, captions=captions)
+
+
+def _shapes_source(split, image_size, num_channels, data_dir, holdout=()) -> ImageSource:
+    """The embedded captioned shapes (shapes.py): 20,000 train / 2,000 test images, drawn on
+    demand; `holdout` (colour, shape) pairs are redrawn in the train split only."""
+    del data_dir  # generated
+    choose("split", split, SHAPES_NUM_EXAMPLES)
+    require(num_channels == 3, "data.num_channels", f"shapes are RGB: use 3, got {num_channels}")
+    shapes.check_holdout(holdout)  # a bad pair is an error in either split
+    pairs = holdout if split == "train" else ()
+    attributes, captions = shapes.draw_scenes(split, SHAPES_NUM_EXAMPLES[split], image_size,
+                                              pairs)
+    read = lambda i: (shapes.render_index(attributes, i, image_size), -1)
+    return ImageSource("shapes", SHAPES_NUM_EXAMPLES[split], read, (image_size, image_size, 3),
+                       num_classes=0, captions=captions, attributes=attributes)
+
+
 def _tfds_prepare_hint(name: str, data_dir: str) -> str:
     return (
         f"prepare it once with TensorFlow installed (pip install tensorflow-cpu): "
@@ -250,18 +300,81 @@ def _scan_images(root: str) -> tuple[list[str], list[str]]:
     return sorted(good), sorted(bad)
 
 
-def _read_image_file(files: list[str], image_size: int, num_channels: int, index: int):
-    """Decode files[index]; a file that fails to decode is replaced by the next one that does."""
-    for k in range(len(files)):
+def _read_image_file(files: list[str], image_size: int, num_channels: int, substitute: bool,
+                     index: int):
+    """Decode files[index]; a file that fails to decode is replaced by the next one that does
+    (if `substitute`; a captioned folder stops instead, as its caption would no longer fit)."""
+    for k in range(len(files) if substitute else 1):
         path = files[(index + k) % len(files)]
         try:
             with Image.open(path) as img:
                 return _fit_image(img, image_size, num_channels), -1
         except _UNREADABLE as e:
+            if not substitute:
+                raise ConfigError(f"data.data_dir: cannot decode captioned image {path} ({e}); "
+                                  "fix or remove it") from None
             warnings.warn(
                 f"image_folder: cannot decode {path} ({e}); using the next image", stacklevel=2
             )
     raise ConfigError(f"data.data_dir: none of the {len(files)} image files can be decoded")
+
+
+def _metadata_rows(meta_path: str) -> list[tuple[str, str]]:
+    """(image path, caption) of each row of a metadata.jsonl; one-line ConfigError on a bad row.
+    File names are relative to the metadata file's folder, as fine-tuning datasets write them."""
+    folder, rows = os.path.dirname(meta_path), []
+    with open(meta_path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{meta_path}: row {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{where}: not a JSON object ({e.msg})") from None
+            name = row.get("file_name") if isinstance(row, dict) else None
+            require(isinstance(name, str) and name, where, 'needs a "file_name" string')
+            path = os.path.normpath(os.path.join(folder, name))
+            require(os.path.isfile(path), where, f"names {name!r}, which is not a file ({path})")
+            text = row.get("text")
+            require(isinstance(text, str) and text.strip(), where,
+                    f'has no caption: "text" must be a non-empty string, got {text!r}')
+            rows.append((path, text.strip()))
+    require(rows, "data.data_dir", f"{meta_path} has no rows")
+    return rows
+
+
+def _captioned_files(data_dir: str, root: str, files: list[str], bad: list[str]):
+    """(files, captions, num_skipped) of a folder: from metadata.jsonl in `root` (else in
+    `data_dir`, keeping the rows under `root`), else from a .txt beside each image, else
+    (files, None, len(bad)) for an uncaptioned folder."""
+    metas = [os.path.join(d, METADATA_FILE) for d in dict.fromkeys((root, data_dir))]
+    meta_path = next((m for m in metas if os.path.isfile(m)), None)
+    if meta_path is not None:
+        top = os.path.abspath(root)
+        rows = [r for r in _metadata_rows(meta_path)
+                if os.path.commonpath([os.path.abspath(r[0]), top]) == top]
+        unreadable = {os.path.normpath(p) for p in bad}
+        kept = [r for r in rows if r[0] not in unreadable]
+        require(kept, "data.data_dir", f"{meta_path} lists no readable image under {root}")
+        unlisted = {os.path.normpath(p) for p in files} - {path for path, _ in kept}
+        if unlisted:
+            warnings.warn(f"image_folder: {len(unlisted)} image file(s) under {root} are not in "
+                          f"{meta_path} and are left out, e.g. {min(unlisted)}", stacklevel=4)
+        return [p for p, _ in kept], [t for _, t in kept], len(rows) - len(kept)
+    texts = {p: os.path.splitext(p)[0] + ".txt" for p in files}
+    have = [p for p in files if os.path.isfile(texts[p])]
+    if not have:
+        return files, None, len(bad)
+    captions = []
+    for path in files:
+        require(path in have, "data.data_dir",
+                f"{path} has no caption file {texts[path]} (other images under {root} have one)")
+        with open(texts[path], encoding="utf-8") as f:
+            text = " ".join(f.read().split())
+        require(text, "data.data_dir", f"{texts[path]}: empty caption")
+        captions.append(text)
+    return files, captions, len(bad)
 
 
 def _folder_source(split, image_size, num_channels, data_dir) -> ImageSource:
@@ -283,19 +396,23 @@ def _folder_source(split, image_size, num_channels, data_dir) -> ImageSource:
             stacklevel=3,
         )
     require(files, "data.data_dir", f"none of the {len(bad)} image files under {root} can be read")
-    read = functools.partial(_read_image_file, files, image_size, num_channels)
+    files, captions, num_skipped = _captioned_files(data_dir, root, files, bad)
+    read = functools.partial(_read_image_file, files, image_size, num_channels, captions is None)
     return ImageSource(
         "image_folder",
         len(files),
         read,
         (image_size, image_size, num_channels),
         num_classes=0,
-        num_skipped=len(bad),
+        num_skipped=num_skipped,
+        captions=captions,
     )
 
 
 IMAGE_DATASETS = {
     "digits": _digits_source,
+    "digits_captioned": _digits_captioned_source,
+    "shapes": _shapes_source,
     "cifar10": functools.partial(_tfds_source, "cifar10"),
     "svhn_cropped": functools.partial(_tfds_source, "svhn_cropped"),
     "celeb_a": functools.partial(_tfds_source, "celeb_a"),
@@ -304,26 +421,39 @@ IMAGE_DATASETS = {
 
 
 def get_dataset(
-    dataset: str, split: str, image_size: int, num_channels: int, data_dir: str | None = None
+    dataset: str,
+    split: str,
+    image_size: int,
+    num_channels: int,
+    data_dir: str | None = None,
+    holdout: Sequence = (),
 ) -> ImageSource:
     """One split of an image dataset; nothing is downloaded.
 
     Args:
-      dataset: 'digits' (scikit-learn's 8x8 digits, embedded), 'cifar10', 'svhn_cropped',
-        'celeb_a' (tfds datasets prepared once as array_record; CelebA is centre-cropped to 140
-        first) or 'image_folder' (PNG/JPEG files found recursively under `data_dir`).
-      split: 'train' or 'test' for digits; any tfds split ('train', 'test[:10%]', ...);
+      dataset: 'digits' (scikit-learn's 8x8 digits, embedded), 'digits_captioned' (the same,
+        captioned 'a handwritten seven'), 'shapes' (captioned coloured shapes, generated),
+        'cifar10', 'svhn_cropped', 'celeb_a' (tfds datasets prepared once as array_record;
+        CelebA is centre-cropped to 140 first) or 'image_folder' (PNG/JPEG files found
+        recursively under `data_dir`, captioned by a metadata.jsonl of {"file_name", "text"}
+        rows or by a .txt file beside each image where there are such).
+      split: 'train' or 'test' for digits and shapes; any tfds split ('train', 'test[:10%]');
         for image folders, the subfolder `data_dir/split` if it exists, else all of `data_dir`.
-      image_size: output height and width; images are resized (shorter side) and centre-cropped.
-      num_channels: 1 (grey) or 3 (RGB); images are converted to match.
+      image_size: output height and width; images are resized (shorter side) and centre-cropped
+        (shapes are drawn at this size, >= 16).
+      num_channels: 1 (grey) or 3 (RGB); images are converted to match (shapes: 3 only).
       data_dir: the tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets) or
-        the image folder; unused for digits.
+        the image folder; unused for digits and shapes.
+      holdout: shapes only: (colour, shape) pairs such as [('red', 'triangle')] that the train
+        split never shows (`data.holdout`); the test split keeps them.
 
     Returns:
-      An ImageSource: `len(source)` examples, `source[i] -> (uint8 [H, W, C], int label)`.
+      An ImageSource: `len(source)` examples, `source[i] -> (uint8 [H, W, C], int label)`, and
+      `source.captions` (or None) and `source.attributes` (shapes; else None).
 
     Raises:
-      ConfigError: an unknown name, a bad size, a missing or unprepared dataset, an empty folder.
+      ConfigError: an unknown name, a bad size, a missing or unprepared dataset, an empty folder,
+        a bad caption file or row, a holdout for a dataset other than shapes.
     """
     choose("data.dataset", dataset, IMAGE_DATASETS)
     require(
@@ -332,7 +462,11 @@ def get_dataset(
         f"must be a positive integer, got {image_size!r}",
     )
     require(num_channels in (1, 3), "data.num_channels", f"must be 1 or 3, got {num_channels!r}")
-    return IMAGE_DATASETS[dataset](split, int(image_size), int(num_channels), data_dir)
+    holdout = tuple(holdout or ())
+    require(not holdout or dataset == "shapes", "data.holdout",
+            f"(colour, shape) pairs apply to data.dataset='shapes' only, not {dataset!r}")
+    extra = {"holdout": holdout} if holdout else {}
+    return IMAGE_DATASETS[dataset](split, int(image_size), int(num_channels), data_dir, **extra)
 
 
 def _rows_per_process(global_batch_size, process_index, process_count, key) -> int:
@@ -363,6 +497,26 @@ def _to_example(item, rng: np.random.Generator, random_flip: bool, uniform_dequa
     else:
         x = x / 255.0
     return {"image": x, "label": np.int32(label)}
+
+
+class _Indexed(Sequence):
+    """source[i] paired with i, so batches can carry the source index of each example."""
+
+    def __init__(self, source: ImageSource):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int):
+        return self._source[index], index
+
+
+def _indexed_example(item, rng, random_flip: bool, uniform_dequantization: bool):
+    example, index = item
+    out = _to_example(example, rng, random_flip, uniform_dequantization)
+    out["index"] = np.int32(index)
+    return out
 
 
 def _read_options(num_threads: int):
@@ -404,16 +558,17 @@ def train_iterator(
       num_threads: reader threads (batches are prefetched two per thread).
 
     Returns:
-      An iterator of dicts: 'image' float32 [L, H, W, C] in [0, 1], 'label' int32 [L].
+      An iterator of dicts: 'image' float32 [L, H, W, C] in [0, 1], 'label' int32 [L], 'index'
+      int32 [L] (each example's index in `source`, e.g. to look up `source.captions`).
     """
     import grain  # slow import, needed only for image pipelines
 
     rows = _rows_per_process(global_batch_size, process_index, process_count, "training.batch_size")
     shuffle_seed, augment_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
     augment = functools.partial(
-        _to_example, random_flip=random_flip, uniform_dequantization=uniform_dequantization
+        _indexed_example, random_flip=random_flip, uniform_dequantization=uniform_dequantization
     )
-    stream = grain.MapDataset.source(source).shuffle(seed=shuffle_seed).repeat()
+    stream = grain.MapDataset.source(_Indexed(source)).shuffle(seed=shuffle_seed).repeat()
     stream = stream.random_map(augment, seed=augment_seed)
     local = stream.batch(rows, drop_remainder=True)  # local batch k = s * P + p
     local = local.slice(slice(start_step * process_count + process_index, None, process_count))
@@ -447,7 +602,8 @@ def eval_iterator(
 
     Returns:
       An iterator of dicts: 'image' float32 [L, H, W, C] in [0, 1], 'label' int32 [L],
-      'mask' bool [L] (True for real examples).
+      'mask' bool [L] (True for real examples), 'index' int32 [L] (the example's index in
+      `source`; -1 for padding).
     """
     import grain  # slow import, needed only for image pipelines
 
@@ -459,6 +615,7 @@ def eval_iterator(
         item = source[index] if index < n else padding
         out = _to_example(item, rng, False, uniform_dequantization)
         out["mask"] = np.bool_(index < n)
+        out["index"] = np.int32(index if index < n else -1)
         return out
 
     num_batches = math.ceil(n / global_batch_size)
