@@ -24,6 +24,16 @@ def _reduce(x, reduce_mean: bool):
     return s / (x[0].size) if reduce_mean else s
 
 
+COND_KEYS = ("context", "context_mask", "class_labels")
+
+
+def split_batch(batch):
+    """(x [B, ...], condition dict) of a batch: an array, or a dict {'x': ..., **condition}."""
+    if isinstance(batch, dict):
+        return batch["x"], {k: batch[k] for k in COND_KEYS if k in batch}
+    return batch, {}
+
+
 def get_sde_loss_fn(sde, model, train, reduce_mean=True, likelihood_weighting=False):
     """Continuous-time DSM: E_t lambda(t) |s(x_t, t) - grad log p_0t(x_t | x_0)|^2.
 
@@ -31,13 +41,15 @@ def get_sde_loss_fn(sde, model, train, reduce_mean=True, likelihood_weighting=Fa
     """
 
     def loss_fn(rng, params, batch):
+        batch, cond = split_batch(batch)
         t_rng, z_rng, d_rng = jax.random.split(rng, 3)
         b = batch.shape[0]
         t = jax.random.uniform(t_rng, (b,), minval=sde.eps, maxval=sde.T)
         z = jax.random.normal(z_rng, batch.shape)
         mean, std = sde.marginal_prob(batch, t)
         x_t = mean + bcast(std, batch) * z
-        score_fn = mutils.get_score_fn(sde, model, {"params": params}, True, train, d_rng)
+        score_fn = mutils.get_score_fn(sde, model, {"params": params}, True, train, d_rng,
+                                       **cond)
         score = score_fn(x_t, t)
         if likelihood_weighting:
             g2 = sde.sde(jnp.zeros_like(batch), t)[1] ** 2
@@ -58,11 +70,13 @@ def get_smld_loss_fn(sde, model, train, reduce_mean=False):
         raise ConfigError("training.continuous=False with the SMLD loss needs training.sde='vesde'")
 
     def loss_fn(rng, params, batch):
+        batch, cond = split_batch(batch)
         i_rng, z_rng, d_rng = jax.random.split(rng, 3)
         idx = jax.random.randint(i_rng, (batch.shape[0],), 0, sde.N)
         sigma = sde.discrete_sigmas[idx]
         z = jax.random.normal(z_rng, batch.shape)
-        score_fn = mutils.get_score_fn(sde, model, {"params": params}, False, train, d_rng)
+        score_fn = mutils.get_score_fn(sde, model, {"params": params}, False, train, d_rng,
+                                       **cond)
         score = score_fn(batch + bcast(sigma, z) * z, _grid_time(sde, idx))
         return _reduce((score * bcast(sigma, z) + z) ** 2, reduce_mean)
 
@@ -75,13 +89,14 @@ def get_ddpm_loss_fn(sde, model, train, reduce_mean=True):
         raise ConfigError("training.continuous=False with the DDPM loss needs training.sde='vpsde'")
 
     def loss_fn(rng, params, batch):
+        batch, cond = split_batch(batch)
         i_rng, z_rng, d_rng = jax.random.split(rng, 3)
         idx = jax.random.randint(i_rng, (batch.shape[0],), 0, sde.N)
         z = jax.random.normal(z_rng, batch.shape)
         x_t = bcast(sde.sqrt_alphas_cumprod[idx], z) * batch
         x_t = x_t + bcast(sde.sqrt_1m_alphas_cumprod[idx], z) * z
         labels = idx.astype(jnp.float32)
-        eps_hat = mutils.get_model_fn(model, {"params": params}, train, d_rng)(x_t, labels)
+        eps_hat = mutils.get_model_fn(model, {"params": params}, train, d_rng, **cond)(x_t, labels)
         return _reduce((eps_hat - z) ** 2, reduce_mean)
 
     return loss_fn
@@ -113,12 +128,14 @@ def get_score_matching_loss_fn(sde, model, train, mode="sliced", reduce_mean=Tru
     choose("training.method", mode, ("sliced", "exact"))
 
     def loss_fn(rng, params, batch):
+        batch, cond = split_batch(batch)
         t_rng, z_rng, v_rng, d_rng = jax.random.split(rng, 4)
         b = batch.shape[0]
         t = jax.random.uniform(t_rng, (b,), minval=sde.eps, maxval=sde.T)
         mean, std = sde.marginal_prob(batch, t)
         x_t = mean + bcast(std, batch) * jax.random.normal(z_rng, batch.shape)
-        score_fn = mutils.get_score_fn(sde, model, {"params": params}, True, train, d_rng)
+        score_fn = mutils.get_score_fn(sde, model, {"params": params}, True, train, d_rng,
+                                       **cond)
         div = _divergence(score_fn, x_t, t, v_rng, mode)
         sq = batch_sum(score_fn(x_t, t) ** 2)
         per = (div + 0.5 * sq) * std**2
@@ -234,8 +251,8 @@ def get_multi_step_fn(step_fn, train_key):
         return step_fn(st, batch, jax.random.fold_in(train_key, st.step))
 
     def multi_step(state, batches):
-        if batches.shape[0] == 1:  # no loop: XLA:CPU runs convolutions in a scan body slowly
-            state, loss = body(state, batches[0])
+        if jax.tree.leaves(batches)[0].shape[0] == 1:  # no loop: XLA:CPU is slow in scan bodies
+            state, loss = body(state, jax.tree.map(lambda b: b[0], batches))
             return state, loss[None]
         return jax.lax.scan(body, state, batches)
 

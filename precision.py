@@ -14,7 +14,8 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class CastModel:
-    """`model` computed in `dtype`, called like its `apply(variables, x, labels, train, rngs)`.
+    """`model` computed in `dtype`, called like its `apply(variables, x, labels, train, rngs,
+    **cond)` (conditioning keywords: context, context_mask, class_labels).
 
     Besides the parameters and the input, the float32 output of every submodule is cast down,
     so activations stay in `dtype` where a layer mixes in a float32 value (the time embedding,
@@ -33,10 +34,10 @@ class CastModel:
         is_root = not isinstance(context.module.parent, nn.Module)
         return out if is_root or context.method_name != "__call__" else self._down(out)
 
-    def apply(self, variables, x, labels, train: bool = False, rngs=None):
+    def apply(self, variables, x, labels, train: bool = False, rngs=None, **cond):
         with nn.intercept_methods(self._intercept):
             out = self.model.apply(self._down(variables), x.astype(self.dtype), labels,
-                                   train=train, rngs=rngs)
+                                   train=train, rngs=rngs, **self._down(cond))
         return out.astype(jnp.float32)
 
 

@@ -61,32 +61,78 @@ def get_parameterization(sde, continuous: bool) -> Parameterization:
     return make(sde, continuous)
 
 
-def get_model_fn(model, variables, train: bool = False, rng=None):
-    """model_fn(x, labels) -> network output, with dropout rng when training."""
+def get_model_fn(model, variables, train: bool = False, rng=None, **cond):
+    """model_fn(x, labels) -> network output, with dropout rng when training.
+
+    `cond` holds conditioning keyword arguments (context, context_mask, class_labels); those
+    that are None are not passed, so unconditional networks are called as before.
+    """
+    cond = {k: v for k, v in cond.items() if v is not None}
 
     def model_fn(x, labels):
         rngs = {"dropout": rng} if (train and rng is not None) else None
-        return model.apply(variables, x, labels, train=train, rngs=rngs)
+        return model.apply(variables, x, labels, train=train, rngs=rngs, **cond)
 
     return model_fn
 
 
-def get_score_fn(sde, model, variables, continuous: bool = True, train: bool = False, rng=None):
+def _null_like(null, like):
+    """The unconditional half of a condition: `null` broadcast to the batch of `like`."""
+    null = jnp.asarray(null).astype(like.dtype)
+    if null.ndim == like.ndim - 1:
+        null = null[None]
+    return jnp.broadcast_to(null, like.shape)
+
+
+def _doubled(cond: dict, null: dict) -> dict:
+    """Each condition [B, ...] stacked over its null [B, ...] -> [2B, ...]."""
+    out = {}
+    for key, value in cond.items():
+        if value is None:
+            continue
+        if null.get(key) is None:
+            raise ConfigError(f"guidance needs a null_{key} beside {key}")
+        out[key] = jnp.concatenate([value, _null_like(null[key], value)], axis=0)
+    return out
+
+
+def get_score_fn(sde, model, variables, continuous: bool = True, train: bool = False, rng=None,
+                 *, context=None, context_mask=None, class_labels=None, guidance_scale=None,
+                 null_context=None, null_context_mask=None, null_class_labels=None):
     """score_fn(x [B, ...], t [B]) -> score [B, ...] of a network under `sde`.
 
     Args:
       sde: the forward SDE the network was trained for.
-      model: a Flax module called as model.apply(variables, x, labels, train=...).
+      model: a Flax module called as model.apply(variables, x, labels, train=..., **cond).
       variables: its variables, e.g. {'params': params}.
       continuous: continuous-time labels (sigma(t) / 999 t) or discrete ones (grid index).
       train: dropout on (needs `rng`).
+      context, context_mask, class_labels: the condition ([B, L, D], [B, L], [B]), closed over.
+      guidance_scale: None for the plain conditional score; otherwise w of classifier-free
+        guidance, s_u + w (s_c - s_u), with the unconditional half from the null_* conditions
+        ([L, D] or [B, L, D], ...), both halves in one batched network call. w may be traced.
     Returns:
       A pure function score_fn(x, t).
     """
     param = get_parameterization(sde, continuous)
-    model_fn = get_model_fn(model, variables, train, rng)
+    cond = dict(context=context, context_mask=context_mask, class_labels=class_labels)
+    if guidance_scale is None:
+        model_fn = get_model_fn(model, variables, train, rng, **cond)
 
-    def score_fn(x, t):
-        return param.to_score(model_fn(x, param.label_fn(t)), t)
+        def score_fn(x, t):
+            return param.to_score(model_fn(x, param.label_fn(t)), t)
 
-    return score_fn
+        return score_fn
+
+    if isinstance(guidance_scale, (int, float)) and guidance_scale < 0:
+        raise ConfigError(f"sampling.guidance_scale={guidance_scale} must be >= 0")
+    null = dict(context=null_context, context_mask=null_context_mask,
+                class_labels=null_class_labels)
+    both = get_model_fn(model, variables, train, rng, **_doubled(cond, null))
+
+    def guided_score_fn(x, t):
+        x2, t2 = jnp.concatenate([x, x], axis=0), jnp.concatenate([t, t], axis=0)
+        s_c, s_u = jnp.split(param.to_score(both(x2, param.label_fn(t2)), t2), 2, axis=0)
+        return s_u + guidance_scale * (s_c - s_u)
+
+    return guided_score_fn
