@@ -17,6 +17,7 @@ import numpy as np
 import checkpointing
 import datasets
 import evaluation
+import feature_net
 import likelihood
 import run_lib
 import sampling
@@ -45,6 +46,8 @@ def feature_network(config):
         return evaluation.load_inception(path)
     if config.data.dataset == "digits":
         return evaluation.load_digits_classifier(_eval_get(config, "classifier_path", None))
+    if config.data.dataset == "shapes":
+        return feature_net.load_shapes_classifier(_eval_get(config, "classifier_path", None))
     raise ConfigError(
         f"eval.inception_path: needed for data.dataset={config.data.dataset!r} (pytorch-fid's "
         "pt_inception-2015-12-05-6726825d.pth or its .npz); the offline proxy exists for "
@@ -256,7 +259,14 @@ def _write_csv(path: str, rows: list) -> None:
 def evaluate(config, workdir: str) -> dict:
     """Toy data: distances and NLL of the latest checkpoint. Images: sweep checkpoints
     eval.begin_ckpt..eval.end_ckpt (step = k * training.snapshot_freq) and write
-    eval/metrics_<step>.json and eval/metrics.csv; finished steps are not recomputed."""
+    eval/metrics_<step>.json and eval/metrics.csv; finished steps are not recomputed. Text runs:
+    prompt faithfulness and the guidance sweep (`text_eval.evaluate`)."""
+    import pipeline
+    import text_eval
+
+    pipeline.reject_mode(config, "eval")
+    if pipeline.is_text_run(config):
+        return text_eval.evaluate(config, workdir)
     exp = run_lib.build(config)
     if not exp.images:
         return run_lib.evaluate(config, workdir)

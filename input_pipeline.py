@@ -103,3 +103,49 @@ def image_batches(source: datasets.ImageSource, batch_size: int, seed: int, star
         return jax.make_array_from_process_local_data(sharding, local, global_shape)
 
     return next_batches
+
+
+def epoch_indices(num: int, seed: int, positions: np.ndarray) -> np.ndarray:
+    """Example index at each stream position: epoch e = p // num is a permutation of
+    range(num) drawn from (seed, e), so position p maps to a pure function of (seed, p)."""
+    positions = np.asarray(positions, np.int64)
+    out = np.empty(positions.shape, np.int64)
+    for epoch in np.unique(positions // num):
+        sel = positions // num == epoch
+        perm = np.random.default_rng([seed, int(epoch)]).permutation(num)
+        out[sel] = perm[positions[sel] % num]
+    return out
+
+
+def table_batches(tables: dict, batch_size: int, seed: int, mesh, lookups: dict | None = None,
+                  lookup_key: str | None = None) -> Callable:
+    """(step, n) -> {name: [n, B, ...] global array}: rows of in-memory tables, shuffled.
+
+    Batch s holds stream positions [s B, (s + 1) B) (`epoch_indices`); each host gathers only
+    its own rows. Columns of `lookups` are gathered by the integer column `lookup_key` of the
+    tables (e.g. a caption's tokens by the caption index of an image); `lookup_key` itself is
+    not returned.
+
+    Args:
+      tables: {name: numpy [N, ...]}, one row per example.
+      batch_size: global batch size B. seed: shuffling seed. mesh: the device mesh.
+      lookups: {name: numpy [U, ...]} indexed by tables[lookup_key].
+    """
+    sharding = batch_sharding(mesh)
+    num = len(next(iter(tables.values())))
+    rows = batch_size // jax.process_count()
+    slot = host_slot(sharding, batch_size)
+
+    def next_batches(step: int, n: int) -> dict:
+        pos = (step * batch_size + np.arange(n)[:, None] * batch_size
+               + slot * rows + np.arange(rows)[None, :])  # [n, rows]
+        idx = epoch_indices(num, seed, pos)
+        local = {k: v[idx] for k, v in tables.items() if k != lookup_key}
+        if lookups:
+            keys = tables[lookup_key][idx]
+            local.update({k: v[keys] for k, v in lookups.items()})
+        return {k: jax.make_array_from_process_local_data(sharding, v,
+                                                          (n, batch_size) + v.shape[2:])
+                for k, v in local.items()}
+
+    return next_batches

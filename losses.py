@@ -257,3 +257,96 @@ def get_multi_step_fn(step_fn, train_key):
         return jax.lax.scan(body, state, batches)
 
     return multi_step
+
+
+# ---------------------------------------------------------------------------------------------
+# The KL autoencoder of latent diffusion (Rombach et al. 2022, appendix; Esser et al. 2021)
+# ---------------------------------------------------------------------------------------------
+
+REC_LOSSES = ("l1", "l2")
+
+
+def hinge_d_loss(logits_real, logits_fake):
+    """Hinge loss of the discriminator: (mean relu(1 - D(x)) + mean relu(1 + D(x_hat))) / 2."""
+    return 0.5 * (jnp.mean(jax.nn.relu(1.0 - logits_real))
+                  + jnp.mean(jax.nn.relu(1.0 + logits_fake)))
+
+
+def adaptive_weight(nll_grad, g_grad, max_weight: float = 1e4):
+    """|grad nll| / (|grad g| + 1e-4) at the decoder's last layer, clipped to [0, 1e4] and held
+    constant (no gradient): the GAN term's weight relative to reconstruction (Esser et al.)."""
+    w = jnp.linalg.norm(nll_grad) / (jnp.linalg.norm(g_grad) + 1e-4)
+    return jax.lax.stop_gradient(jnp.clip(w, 0.0, max_weight))
+
+
+def get_autoencoder_loss_fn(ae, rec_loss: str = "l1", kl_weight: float = 1e-6, disc=None):
+    """The generator-side terms of the KL autoencoder for one batch.
+
+    Returns losses_fn(rng, params, x [B, H, W, C]) -> (nll, kl, g, recon): nll the mean over the
+    batch of sum |x - x_hat| / exp(s) + s (s = params['logvar'], a learned scalar log-variance;
+    squared error for 'l2'), kl the mean posterior KL to N(0, I) (to be weighted by `kl_weight`
+    by the caller), g = -mean D(x_hat) (0 without a discriminator), recon [B, H, W, C].
+    """
+    choose("autoencoder.rec_loss", rec_loss, REC_LOSSES)
+
+    def losses_fn(rng, params, x):
+        p_rng, d_rng = jax.random.split(rng)
+        recon, posterior = ae.apply({"params": params["ae"]}, x, p_rng, sample_posterior=True,
+                                    train=True, rngs={"dropout": d_rng})
+        err = jnp.abs(x - recon) if rec_loss == "l1" else (x - recon) ** 2
+        logvar = params["logvar"]
+        nll = jnp.mean(batch_sum(err / jnp.exp(logvar) + logvar))
+        kl = jnp.mean(posterior.kl())
+        g = jnp.zeros(()) if disc is None else -jnp.mean(
+            disc.apply({"params": params["disc"]}, recon))
+        return nll, kl, g, recon
+
+    return losses_fn
+
+
+def get_autoencoder_step_fn(ae, optimizer, ema_rate: float, rec_loss: str = "l1",
+                            kl_weight: float = 1e-6, disc=None, disc_weight: float = 0.5,
+                            disc_start: int = 0, last_layer=("decoder", "conv_out", "kernel")):
+    """One step of the autoencoder and (optional) PatchGAN discriminator, both updated by one
+    optimiser over params {'ae', 'logvar', 'disc'}: (state, images, rng) -> (state, loss).
+
+    Generator loss: nll + kl_weight kl + [step >= disc_start] disc_weight w g, w the adaptive
+    weight at `last_layer` of the autoencoder; discriminator loss: the hinge loss on real
+    images and (stopped) reconstructions, from `disc_start` on. The reported loss is the
+    generator's.
+    """
+    losses_fn = get_autoencoder_loss_fn(ae, rec_loss, kl_weight, disc)
+
+    def pick(tree):
+        for name in last_layer:
+            tree = tree[name]
+        return tree
+
+    def step_fn(state: TrainState, images, rng):
+        params = state.params
+        (nll, kl, g, recon), vjp = jax.vjp(lambda p: losses_fn(rng, p, images), params)
+        zero_recon = jnp.zeros_like(recon)
+        one = jnp.ones(())
+        grads = vjp((one, jnp.asarray(kl_weight, jnp.float32), 0.0 * one, zero_recon))[0]
+        loss = nll + kl_weight * kl
+        if disc is not None:
+            on = (state.step >= disc_start).astype(jnp.float32)
+            g_grads = vjp((0.0 * one, 0.0 * one, one, zero_recon))[0]
+            w = disc_weight * on * adaptive_weight(pick(grads["ae"]), pick(g_grads["ae"]))
+            grads = jax.tree.map(lambda a, b: a + w * b, grads, g_grads)
+
+            def d_loss(dp):
+                real = disc.apply({"params": dp}, images)
+                fake = disc.apply({"params": dp}, jax.lax.stop_gradient(recon))
+                return on * hinge_d_loss(real, fake)
+
+            grads["disc"] = jax.grad(d_loss)(params["disc"])
+            loss = loss + w * g
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        new = optax.apply_updates(params, updates)
+        decay = ema_decay(ema_rate, state.step, True)
+        ema = jax.tree.map(lambda e, p: (e * decay + (1 - decay) * p).astype(e.dtype),
+                           state.ema_params, new)
+        return TrainState(state.step + 1, new, ema, opt_state), loss
+
+    return step_fn

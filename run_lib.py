@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -57,6 +58,11 @@ def fetch(x) -> np.ndarray:
     return np.asarray(x if x.is_fully_addressable else x.addressable_data(0))
 
 
+def fetch_tree(tree):
+    """`fetch` applied to every array of a pytree."""
+    return jax.tree.map(fetch, tree)
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation and construction
 # ---------------------------------------------------------------------------------------------
@@ -99,14 +105,19 @@ def _data_shape(config) -> tuple:
     return (d.image_size, d.image_size, d.num_channels)
 
 
+def make_mesh() -> jax.sharding.Mesh:
+    """All devices on one 'data' axis (Auto: XLA propagates the batch sharding through the
+    sharding-agnostic networks)."""
+    return jax.make_mesh((jax.device_count(),), ("data",), (jax.sharding.AxisType.Auto,))
+
+
 def build(config) -> Experiment:
     """SDE, model, data shape and device mesh from the config, after validation."""
     validate(config)
     sde = sde_lib.get_sde(config)
     model = models.get_model(config)
     shape = _data_shape(config)
-    # Auto axes: XLA propagates the batch sharding through the (sharding-agnostic) networks.
-    mesh = jax.make_mesh((jax.device_count(),), ("data",), (jax.sharding.AxisType.Auto,))
+    mesh = make_mesh()
     # Fail on sampler settings before any training happens.
     sampling.get_sampler(config, sde, (1,) + shape)
     return Experiment(sde, model, shape, mesh, config.data.dataset in datasets.IMAGE_DATASETS)
@@ -132,10 +143,36 @@ def init_params(config, exp: Experiment):
     return exp.model.init({"params": k_params, "dropout": k_drop}, x, labels, train=False)["params"]
 
 
-def init_state(config, exp: Experiment, optimizer) -> losses.TrainState:
-    """The step-0 train state, replicated over the mesh (one jitted call on every host)."""
-    make = lambda: losses.init_train_state(init_params(config, exp), optimizer)
-    return jax.jit(make, out_shardings=NamedSharding(exp.mesh, P()))()
+def init_state(make_params, optimizer, mesh) -> losses.TrainState:
+    """The step-0 train state, replicated over the mesh (one jitted call on every host).
+
+    Args:
+      make_params: () -> the initial parameter tree (traced under jit).
+      optimizer: the optax transformation. mesh: the device mesh.
+    """
+    make = lambda: losses.init_train_state(make_params(), optimizer)
+    return jax.jit(make, out_shardings=NamedSharding(mesh, P()))()
+
+
+def restore_ema(make_params, optimizer, mesh, workdir: str, step: int | None = None):
+    """EMA parameters (replicated over the mesh) and step of checkpoint `step` of `workdir`
+    (the latest when None) for a run whose parameters `make_params()` builds; ConfigError if
+    there is none."""
+    checkpointing.require_checkpoint(workdir)
+    abstract = jax.eval_shape(lambda: losses.init_train_state(make_params(), optimizer))
+    abstract = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=NamedSharding(mesh, P())),
+        abstract,
+    )
+    manager = checkpointing.get_manager(workdir, read_only=True)
+    try:
+        require(step is None or step in manager.all_steps(), "checkpoint",
+                f"no step {step} in {checkpointing.checkpoint_dir(workdir)}; it holds "
+                f"{sorted(manager.all_steps())}")
+        state, step = checkpointing.restore(manager, abstract, step)
+    finally:
+        manager.close()
+    return state.ema_params, step
 
 
 def get_optimizer(config):
@@ -307,40 +344,92 @@ def _jit_train_steps(step_fn, train_key, replicated):
     """Jitted (state, batches [n, B, ...]) -> (state, losses [n]), donating the state.
 
     n > 1 steps run under lax.scan; one step runs without it, since XLA:CPU runs convolutions
-    inside a loop about 10x slower (digits DDPM++: 0.4 vs 4.5 steps/s, measured).
+    inside a loop about 10x slower (digits DDPM++: 0.4 vs 4.5 steps/s, measured). Batches may be
+    a pytree of [n, B, ...] arrays (conditional runs).
     """
     jit = functools.partial(jax.jit, out_shardings=(replicated, replicated), donate_argnums=0)
     several = jit(losses.get_multi_step_fn(step_fn, train_key))
 
     def one(state, batches):
-        state, loss = step_fn(state, batches[0], jax.random.fold_in(train_key, state.step))
+        batch = jax.tree.map(lambda b: b[0], batches)
+        state, loss = step_fn(state, batch, jax.random.fold_in(train_key, state.step))
         return state, loss[None]
 
     one = jit(one)
-    return lambda state, batches: (one if batches.shape[0] == 1 else several)(state, batches)
+    return lambda state, b: (one if jax.tree.leaves(b)[0].shape[0] == 1 else several)(state, b)
 
 
-def train(config, workdir: str) -> None:
-    """Train (resuming from the latest checkpoint in workdir), logging and snapshotting.
+class RunParts(NamedTuple):
+    """What the generic train loop needs from one kind of run (score, autoencoder, text).
 
-    Toy or image data by `data.dataset`; on every host of a `jax.distributed` run (each reads
-    its own rows of every batch); only process 0 writes metrics, TensorBoard and samples.
+    make_params: () -> initial parameters (traced under jit). optimizer: optax transformation.
+    step_fn: (state, batch, rng) -> (state, loss). batches: start_step -> (step, n) -> [n, B, ...]
+    pytree. snapshot: (ema_params, step, writer) -> None, writes samples / reconstructions.
+    mesh: device mesh. finish: (state, workdir) -> None after the last step, or None.
+    convolutional: warn about n_jitted_steps > 1 on CPU.
     """
-    import tqdm
-    from tensorboardX import SummaryWriter
 
-    # --- Everything that can reject the config, before anything is written -------------------
+    make_params: Callable
+    optimizer: object
+    step_fn: Callable
+    batches: Callable
+    snapshot: Callable
+    mesh: jax.sharding.Mesh
+    finish: Callable | None = None
+    convolutional: bool = True
+
+
+def score_parts(config, workdir: str) -> RunParts:
+    """The parts of an unconditional score-model run (toy or image data)."""
     exp = build(config)
     source = _image_source(config) if exp.images else None
     optimizer = get_optimizer(config)
     step_fn = losses.get_step_fn(get_loss_fn(config, exp), optimizer, config.model.ema_rate,
                                  bool(config.model.get("ema_warmup", False)))
-    state = init_state(config, exp, optimizer)
+    num_samples = int(config.sampling.num_samples)  # one sampler for all snapshots
+    generator = get_generator(config, exp, min(int(config.sampling.batch_size), num_samples))
+    snapshot = lambda params, step, writer: write_samples(config, exp, workdir, params, step,
+                                                          writer, generator)
+    return RunParts(lambda: init_params(config, exp), optimizer, step_fn,
+                    lambda start: _train_batches(config, exp, source, start), snapshot, exp.mesh,
+                    convolutional=exp.images)
 
+
+def get_parts(config, workdir: str) -> RunParts:
+    """The run's parts by its kind (`pipeline.run_kind`): score, autoencoder or text."""
+    import pipeline  # the conditional / latent runs build on this module
+
+    kind = pipeline.run_kind(config)
+    return score_parts(config, workdir) if kind == "score" else pipeline.get_parts(config,
+                                                                                   workdir)
+
+
+def _log_step(log, writer, rec: dict) -> None:
+    log.write(json.dumps(rec) + "\n")
+    log.flush()
+    for name, value in rec.items():
+        if name != "step":
+            writer.add_scalar(name, value, rec["step"])
+
+
+def train(config, workdir: str) -> None:
+    """Train (resuming from the latest checkpoint in workdir), logging and snapshotting.
+
+    Score models (toy or image data), autoencoders and text-conditioned (latent) models, by
+    `pipeline.run_kind`; on every host of a `jax.distributed` run (each reads its own rows of
+    every batch); only process 0 writes metrics, TensorBoard and samples.
+    """
+    import tqdm
+    from tensorboardX import SummaryWriter
+
+    # --- Everything that can reject the config, before anything is written -------------------
+    parts = get_parts(config, workdir)
+    state = init_state(parts.make_params, parts.optimizer, parts.mesh)
     t = config.training
-    if exp.images and t.n_jitted_steps > 1 and jax.default_backend() == "cpu":
+    if parts.convolutional and t.n_jitted_steps > 1 and jax.default_backend() == "cpu":
         logging.warning("training.n_jitted_steps=%d: on CPU, 1 trains convolutional networks "
                         "about 10x faster (XLA:CPU is slow inside loops)", t.n_jitted_steps)
+    max_seconds = float(t.get("max_seconds", 0) or 0)
 
     # --- Workdir: resume from the latest checkpoint ----------------------------------------
     os.makedirs(workdir, exist_ok=True)
@@ -356,15 +445,15 @@ def train(config, workdir: str) -> None:
     writer = SummaryWriter(os.path.join(workdir, "tb")) if main else None
 
     # --- Loop: n jitted steps per call, up to the next log / checkpoint / sample step --------
-    p_step = _jit_train_steps(step_fn, _key(config, STREAM_TRAIN), NamedSharding(exp.mesh, P()))
-    next_batches = _train_batches(config, exp, source, start)
+    p_step = _jit_train_steps(parts.step_fn, _key(config, STREAM_TRAIN),
+                              NamedSharding(parts.mesh, P()))
+    next_batches = parts.batches(start)
     n = _steps_to_boundary(step, config)
     batches = next_batches(step, n) if n else None
     bar = tqdm.tqdm(total=t.n_iters, initial=start, disable=not main, unit="step",
                     dynamic_ncols=True)
     t_last, window, postfix = time.time(), [], {}
-    num_samples = int(config.sampling.num_samples)  # one sampler for all snapshots, compiled once
-    generator = get_generator(config, exp, min(int(config.sampling.batch_size), num_samples))
+    t_begin = time.time()
     try:
         while step < t.n_iters:
             state, step_losses = p_step(state, batches)
@@ -381,24 +470,28 @@ def train(config, workdir: str) -> None:
                 rate = len(window) / max(time.time() - t_last, 1e-9)
                 # "loss": mean over the steps since the previous log line.
                 rec = {"step": step, "loss": float(np.mean(window)), "steps_per_sec": rate}
-                if exp.images:
+                if parts.convolutional:
                     rec["images_per_sec"] = rate * t.batch_size
                     postfix["img/s"] = f"{rec['images_per_sec']:.0f}"
                 if main:
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    for name, value in rec.items():
-                        if name != "step":
-                            writer.add_scalar(name, value, step)
+                    _log_step(log, writer, rec)
                 window, t_last = [], time.time()
+            out_of_time = max_seconds > 0 and time.time() - t_begin > max_seconds
             t_pause = time.time()  # checkpoints and samples do not count as training time
             snapshot = step % t.snapshot_freq == 0  # kept for good (eval sweeps use them)
-            if snapshot or step % t.snapshot_freq_for_preemption == 0 or step == t.n_iters:
+            last = step == t.n_iters or out_of_time
+            if snapshot or step % t.snapshot_freq_for_preemption == 0 or last:
                 checkpointing.save(manager, step, state)
-            if step % t.snapshot_freq == 0 or step == t.n_iters:
-                write_samples(config, exp, workdir, state.ema_params, step, writer, generator)
+            if snapshot or last:
+                parts.snapshot(state.ema_params, step, writer)
             t_last += time.time() - t_pause
             n = n_next
+            if out_of_time:
+                logging.warning("training.max_seconds=%s reached at step %d", max_seconds, step)
+                break
+        manager.wait_until_finished()
+        if parts.finish is not None:
+            parts.finish(state, workdir)
     finally:
         bar.close()
         manager.wait_until_finished()
@@ -416,33 +509,23 @@ def train(config, workdir: str) -> None:
 def load_ema(config, exp: Experiment, workdir: str, step: int | None = None):
     """EMA parameters (replicated over the mesh) and step of checkpoint `step` of `workdir`
     (the latest when None); ConfigError if there is none."""
-    checkpointing.require_checkpoint(workdir)
-    optimizer = get_optimizer(config)
-    abstract = jax.eval_shape(
-        lambda: losses.init_train_state(init_params(config, exp), optimizer)
-    )
-    abstract = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=NamedSharding(exp.mesh, P())),
-        abstract,
-    )
-    manager = checkpointing.get_manager(workdir, read_only=True)
-    try:
-        require(step is None or step in manager.all_steps(), "checkpoint",
-                f"no step {step} in {checkpointing.checkpoint_dir(workdir)}; it holds "
-                f"{sorted(manager.all_steps())}")
-        state, step = checkpointing.restore(manager, abstract, step)
-    finally:
-        manager.close()
-    return state.ema_params, step
+    return restore_ema(lambda: init_params(config, exp), get_optimizer(config), exp.mesh,
+                       workdir, step)
 
 
 _load_ema = load_ema  # the former private name
 
 
 def sample(config, workdir: str) -> str:
-    """Write samples of the latest checkpoint (and a TensorBoard image); returns the .npz path."""
+    """Write samples of the latest checkpoint (and a TensorBoard image); returns the .npz path.
+    Text runs sample their prompts (`pipeline.sample`)."""
     from tensorboardX import SummaryWriter
 
+    import pipeline
+
+    pipeline.reject_mode(config, "sample")
+    if pipeline.is_text_run(config):
+        return pipeline.sample(config, workdir)
     exp = build(config)
     params, step = load_ema(config, exp, workdir)
     writer = SummaryWriter(os.path.join(workdir, "tb")) if is_main_process() else None

@@ -56,3 +56,33 @@ def save_image_grid(path: str, images, ncol: int | None = None, scale: int = 1) 
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     img.save(path)
     return grid
+
+
+def save_labelled_grid(path: str, images, labels, ncol: int | None = None, scale: int = 4,
+                       width: int = 18) -> np.ndarray:
+    """Write a PNG grid of [N, H, W, C] images in [0, 1], each upscaled by `scale` with its
+    label (a prompt, wrapped at `width` characters) printed under it; returns the uint8 grid."""
+    import textwrap
+
+    from PIL import ImageDraw
+
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    n, h, w, c = images.shape
+    ncol = ncol or int(np.ceil(np.sqrt(n)))
+    nrow = int(np.ceil(n / ncol))
+    cell_w = max(w * scale, 6 * width + 4)
+    text_h = 12 * 3
+    canvas = Image.new("RGB", (ncol * cell_w, nrow * (h * scale + text_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for k in range(n):
+        r, q = divmod(k, ncol)
+        tile = (images[k] * 255).round().astype(np.uint8)
+        tile = Image.fromarray(tile[..., 0] if c == 1 else tile).convert("RGB")
+        tile = tile.resize((w * scale, h * scale), Image.NEAREST)
+        x0, y0 = q * cell_w, r * (h * scale + text_h)
+        canvas.paste(tile, (x0 + (cell_w - w * scale) // 2, y0))
+        lines = textwrap.wrap(str(labels[k]), width)[:3]
+        draw.multiline_text((x0 + 2, y0 + h * scale + 1), "\n".join(lines), fill=(0, 0, 0),
+                            spacing=1)
+    canvas.save(path)
+    return np.asarray(canvas)

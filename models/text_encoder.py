@@ -203,3 +203,15 @@ class CLIPTextTransformer(nn.Module):
         last = (length if mask is None else jnp.sum(mask, axis=1).astype(jnp.int32)) - 1
         pos = jnp.where(is_eos.any(axis=1), jnp.argmax(is_eos, axis=1), jnp.maximum(last, 0))
         return hidden, hidden[jnp.arange(b), pos]
+
+
+def load_minilm(dtype=jnp.float32):
+    """The frozen all-MiniLM-L6-v2 encoder: (module, params, tokenize) (see `models.minilm`).
+
+    `tokenize(list_of_str, max_length)` gives (ids, mask) [B, L]; `module.apply({'params':
+    params}, ids, mask)` the last hidden states [B, L, 384]. A ConfigError names the pip command
+    when the weights package is not installed.
+    """
+    from models import minilm  # reads the weights package only when asked for
+
+    return minilm.load_minilm(dtype)

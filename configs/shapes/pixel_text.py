@@ -1,0 +1,16 @@
+"""The same conditional UNet and text encoder as latent_text.py, on 32x32x3 pixels.
+
+    python main.py --mode train --config configs/shapes/pixel_text.py --workdir runs/shapes_pixel
+
+One more level (32, 16, 8) so the attention resolutions match the latent run's 8x8 and 4x4.
+"""
+
+from configs.default_shapes import get_default_configs
+
+
+def get_config():
+    config = get_default_configs()
+    config.latent.autoencoder_workdir = ""
+    config.model.block_out_channels = (32, 64, 128)
+    config.model.attention_levels = (False, True, True)
+    return config
