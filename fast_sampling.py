@@ -304,22 +304,22 @@ def multistep(sde, g: Grid, orders: list[int], method: str, solver_type: str = "
         c = _on(plan, x)
         predict = _predictor(sde, score_fn, "x0")
 
-        def combine(w, x, hist, m_new):
+        def combine(w, hist, m_new):
             return w[0] * hist[0] + w[1] * hist[1] + w[2] * hist[2] + w[3] * m_new
 
         def step(i, carry):
             x, hist = carry
-            x_pred = c["A"][i] * x + combine(c["P"][i], x, hist, 0.0)
+            x_pred = c["A"][i] * x + combine(c["P"][i], hist, 0.0)
             m_new = predict(x_pred, c["t"][i + 1])
             if unipc:
-                x_pred = c["A"][i] * x + combine(c["C"][i], x, hist, m_new)
+                x_pred = c["A"][i] * x + combine(c["C"][i], hist, m_new)
             return x_pred, (m_new, hist[0], hist[1])
 
         m = predict(x, c["t"][0])
         hist = (m, jnp.zeros_like(m), jnp.zeros_like(m))
         x, hist = jax.lax.fori_loop(0, steps - 1, step, (x, hist))
         i = steps - 1  # the last step: predictor only, no evaluation
-        return c["A"][i] * x + combine(c["P"][i], x, hist, 0.0), steps
+        return c["A"][i] * x + combine(c["P"][i], hist, 0.0), steps
 
     return solve
 
@@ -336,11 +336,11 @@ def edm(sde, g: Grid, steps: int, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), 
     sigma_hat = g.sigma / g.alpha
     gamma = np.where((sigma_hat[:-1] >= s_tmin) & (sigma_hat[:-1] <= s_tmax),
                      min(s_churn / n, np.sqrt(2.0) - 1.0), 0.0)
-    t_hat = grid_at(sde, _lam_to_t(sde, -np.log(sigma_hat[:-1] * (1 + gamma))))
-    plan = {"t": g.t, "alpha": g.alpha, "sigma": sigma_hat, "t_hat": t_hat.t,
-            "alpha_hat": t_hat.alpha, "sigma_hat": t_hat.sigma / t_hat.alpha,
-            "noise": s_noise * np.sqrt(np.maximum((t_hat.sigma / t_hat.alpha) ** 2
-                                                  - sigma_hat[:-1] ** 2, 0.0))}
+    sigma_churn = sigma_hat[:-1] * (1 + gamma)  # Alg. 2's t_hat, as a noise level
+    t_hat = np.where(gamma > 0, _lam_to_t(sde, -np.log(sigma_churn)), g.t[:-1])
+    plan = {"t": g.t, "alpha": g.alpha, "sigma": sigma_hat, "t_hat": t_hat,
+            "alpha_hat": grid_at(sde, t_hat).alpha, "sigma_hat": sigma_churn,
+            "noise": s_noise * sigma_hat[:-1] * np.sqrt((1 + gamma) ** 2 - 1)}
     churn = s_churn > 0
 
     def solve(rng, score_fn, x):

@@ -172,6 +172,25 @@ def test_ddim_equals_first_order_dpm_solvers():
                 50 if runs[k][0] == "ve" else 1))
 
 
+def test_edm_sde_without_churn_is_edm_heun():
+    """Alg. 2 reduces to Alg. 1 when gamma_i = 0: s_churn = 0, or every noise level outside
+    [s_tmin, s_tmax]; with churn inside the range it differs."""
+    sde = SDES["vp"]()
+    score_fn = analytic.toy_gmm().score_fn(sde)
+    x_T = sde.prior_sampling(jax.random.PRNGKey(5), (64, 2))
+    kw = dict(schedule="karras")
+    solves = [fast_sampling.get_fast_solver(sde, "edm_heun", 9, **kw),
+              fast_sampling.get_fast_solver(sde, "edm_sde", 9, s_churn=0.0, **kw),
+              fast_sampling.get_fast_solver(sde, "edm_sde", 9, s_churn=10.0, s_tmin=1e4,
+                                            s_tmax=1e5, **kw),
+              fast_sampling.get_fast_solver(sde, "edm_sde", 9, s_churn=10.0, **kw)]
+    heun, *rest, churned = jax.jit(
+        lambda r: [s(r, score_fn, x_T)[0] for s in solves])(jax.random.PRNGKey(6))
+    for x in rest:
+        np.testing.assert_array_equal(x, heun)
+    assert float(jnp.max(jnp.abs(churned - heun))) > 1e-2
+
+
 # ---------------------------------------------------------------------------------------------
 # Every sampler reproduces the mixture at a stated NFE (exact score); NFE = score calls
 # ---------------------------------------------------------------------------------------------
