@@ -1,4 +1,5 @@
-"""Closed-form oracle: a Gaussian mixture and its exact score under any linear SDE.
+"""Closed-form oracle: a Gaussian mixture and its exact score under any linear SDE, and for
+Gaussian data the exact probability-flow ODE solution (Song et al. 2021, eq. 13).
 
 Under x(t) = alpha(t) x(0) + sigma(t) z, the component N(mu_k, diag(s_k^2)) becomes
 N(alpha mu_k, diag(alpha^2 s_k^2 + sigma^2)), so p_t stays a mixture with a closed-form score.
@@ -90,3 +91,52 @@ def toy_gmm() -> GaussianMixture:
         means=[[-2.0, -2.0], [2.0, -1.5], [-1.0, 2.5], [2.5, 2.0]],
         stds=[[0.5, 0.3], [0.3, 0.6], [0.4, 0.4], [0.25, 0.25]],
     )
+
+
+class GaussianData:
+    """Data N(m, s^2 I): exact score and exact probability-flow ODE solution under any SDE.
+
+    With v(t) = alpha^2 s^2 + sigma^2 the marginal is N(alpha m, v I), the score is
+    -(x - alpha m) / v, and the probability-flow ODE dx/dt = f x - g^2 score / 2 (with
+    f = d log alpha / dt, g^2 = dv/dt - 2 f v) reduces for y = x - alpha m to
+    dy/dt = (dv/dt) / (2 v) y, so y(t) = y(T) sqrt(v(t) / v(T)): the flow is affine in x(T).
+
+    Args:
+      mean: scalar or [D] mean m. std: scalar s > 0.
+    """
+
+    def __init__(self, mean, std: float):
+        if not std > 0:
+            raise ValueError(f"std must be positive, got {std}")
+        self.mean = jnp.asarray(mean, jnp.float32)
+        self.std = float(std)
+
+    def _moments(self, sde, t):
+        alpha, sigma = sde.marginal_coef(t)
+        return alpha, alpha**2 * self.std**2 + sigma**2  # [B], [B]
+
+    def sample(self, rng, shape):
+        """Samples of the data distribution, of `shape` [B, ...] (the mean broadcasts)."""
+        return self.mean + self.std * jax.random.normal(rng, shape)
+
+    def score_fn(self, sde):
+        """Exact score of the perturbed data under `sde`: score_fn(x, t) -> [B, ...]."""
+
+        def score(x, t):
+            alpha, var = self._moments(sde, t)
+            return -(x - bcast(alpha, x) * self.mean) / bcast(var, x)
+
+        return score
+
+    def flow(self, sde, x_from, t_from, t_to):
+        """The probability-flow ODE solution x(t_to) from x(t_from) = x_from, exactly.
+
+        Args:
+          sde: any SDE with marginal_coef. x_from: [B, ...]. t_from, t_to: [B] times.
+        Returns:
+          x(t_to) [B, ...].
+        """
+        a_from, v_from = self._moments(sde, t_from)
+        a_to, v_to = self._moments(sde, t_to)
+        y = x_from - bcast(a_from, x_from) * self.mean
+        return bcast(a_to, x_from) * self.mean + y * bcast(jnp.sqrt(v_to / v_from), x_from)

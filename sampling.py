@@ -1,6 +1,6 @@
 """Samplers of Song et al. (ICLR 2021): predictor-corrector (Alg. 1-3), annealed Langevin
-dynamics (NCSN / NCSNv2, Song & Ermon 2019, 2020), and the probability-flow ODE (eq. 13)
-solved on device with diffrax. Every sampler is a jittable fn (rng, score_fn) -> (x, nfe).
+dynamics (NCSN / NCSNv2, Song & Ermon 2019, 2020), the probability-flow ODE (eq. 13) solved on
+device with diffrax, and the fast solvers of fast_sampling.py. Each is (rng, score_fn) -> (x, nfe).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import fast_sampling
 import sde_lib
+from fast_sampling import get_fast_sampler
 from utils import ConfigError, bcast, choose
 
 # ---------------------------------------------------------------------------------------------
@@ -276,11 +278,22 @@ def get_ode_sampler(sde, shape, rtol=1e-5, atol=1e-5, method="dopri5", denoise=F
     return sampler
 
 
-SAMPLING_METHODS = ("pc", "ode", "ald")
+SAMPLING_METHODS = ("pc", "ode", "ald") + tuple(fast_sampling.METHODS)
+
+
+def _fast_sampler_from_config(s, sde, shape):
+    """get_fast_sampler with config.sampling's steps, order, schedule, t_end, rho and the
+    method's own fields (those a config lacks take the method's defaults)."""
+    spec = fast_sampling.METHODS[s.method]
+    fields = {k: s[k] for k in spec.fields if k in s}
+    return get_fast_sampler(sde, shape, s.method, s.get("steps", 20), s.get("order", None),
+                            s.get("schedule", "logsnr"), s.get("t_end", None),
+                            s.get("rho", 7.0), **fields)
 
 
 def get_sampler(config, sde, shape):
-    """The sampler named by config.sampling.method: 'pc' | 'ode' | 'ald'."""
+    """The sampler named by config.sampling.method: 'pc' | 'ode' | 'ald' | a fast solver
+    ('ddim', 'dpm_solver', 'dpm_solver++', 'unipc', 'edm_heun', 'edm_sde')."""
     s = config.sampling
     method = choose("sampling.method", s.method, SAMPLING_METHODS)
     if method == "pc":
@@ -288,4 +301,11 @@ def get_sampler(config, sde, shape):
                               s.probability_flow, s.noise_removal)
     if method == "ode":
         return get_ode_sampler(sde, shape, s.rtol, s.atol, s.ode_method, s.noise_removal)
-    return get_ald_sampler(sde, shape, s.step_lr, s.n_steps_each, s.noise_removal)
+    if method == "ald":
+        return get_ald_sampler(sde, shape, s.step_lr, s.n_steps_each, s.noise_removal)
+    return _fast_sampler_from_config(s, sde, shape)
+
+
+__all__ = ["get_pc_sampler", "get_ald_sampler", "get_ode_sampler", "get_fast_sampler",
+           "get_sampler", "solve_ode", "PREDICTORS", "CORRECTORS", "ODE_SOLVERS",
+           "SAMPLING_METHODS"]

@@ -199,6 +199,101 @@ class subVPSDE(VPSDE):
 
 SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
 
+# ---------------------------------------------------------------------------------------------
+# What every fast solver reads (DPM-Solver, Lu et al. 2022, Sec. 3.1; EDM, Karras et al. 2022):
+# alpha(t), sigma(t) from marginal_coef, lambda(t) = log(alpha / sigma) and its inverse, and the
+# data / noise predictions of a score. Any SDE with marginal_coef works (bisection otherwise).
+# ---------------------------------------------------------------------------------------------
+
+
+def log_snr(sde: SDE, t):
+    """Half log signal-to-noise ratio lambda(t) = log(alpha(t) / sigma(t)), decreasing in t.
+
+    Args:
+      sde: any SDE exposing marginal_coef. t: times, any shape.
+    Returns:
+      lambda(t), the shape of t.
+    """
+    alpha, sigma = sde.marginal_coef(t)
+    return jnp.log(alpha) - jnp.log(sigma)
+
+
+def _ve_inverse_log_snr(sde: VESDE, lam):
+    # sigma = e^{-lambda} = sigma_min (sigma_max / sigma_min)^t
+    return (-lam - np.log(sde.sigma_min)) / np.log(sde.sigma_max / sde.sigma_min)
+
+
+def _vp_time_of_log_mean(sde: VPSDE, L):
+    """t >= 0 with -log alpha(t) = L, the root of (b1 - b0)/4 t^2 + b0/2 t - L = 0 (stable form)."""
+    a, b = 0.25 * (sde.beta_1 - sde.beta_0), 0.5 * sde.beta_0
+    root = 2.0 * L / (b + jnp.sqrt(b**2 + 4.0 * a * L))
+    return jnp.where(L > 0, root, 0.0)
+
+
+def _vp_inverse_log_snr(sde: VPSDE, lam):
+    # alpha^2 = 1 / (1 + e^{-2 lambda})  =>  -log alpha = softplus(-2 lambda) / 2
+    return _vp_time_of_log_mean(sde, 0.5 * jax.nn.softplus(-2.0 * lam))
+
+
+def _subvp_inverse_log_snr(sde: subVPSDE, lam):
+    # e^lambda = alpha / (1 - alpha^2)  =>  1 / alpha = w + sqrt(w^2 + 1), w = e^{-lambda} / 2
+    return _vp_time_of_log_mean(sde, jnp.arcsinh(0.5 * jnp.exp(-lam)))
+
+
+def _bisect_inverse_log_snr(sde: SDE, lam, iters: int = 64):
+    """t in [0, T] with lambda(t) = lam by bisection (lambda decreases in t); jittable."""
+    lam = jnp.asarray(lam)
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        later = log_snr(sde, mid) > lam  # lambda(mid) too large: the root lies after mid
+        return jnp.where(later, mid, lo), jnp.where(later, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, iters, body, (jnp.zeros_like(lam), jnp.full_like(lam, sde.T)))
+    return 0.5 * (lo + hi)
+
+
+# exact types only: a subclass with another sigma(t) (say an EDM SDE) falls back to bisection
+# unless it is added here
+INVERSE_LOG_SNR = {VESDE: _ve_inverse_log_snr, VPSDE: _vp_inverse_log_snr,
+                   subVPSDE: _subvp_inverse_log_snr}
+
+
+def inverse_log_snr(sde: SDE, lam):
+    """t(lambda), the inverse of log_snr: closed form for VE, VP (a quadratic in t) and sub-VP,
+    jittable bisection on [0, T] for any other SDE.
+
+    Args:
+      sde: any SDE exposing marginal_coef. lam: half log-SNRs, any shape.
+    Returns:
+      times t with log_snr(sde, t) = lam, the shape of lam.
+    """
+    return INVERSE_LOG_SNR.get(type(sde), _bisect_inverse_log_snr)(sde, lam)
+
+
+def data_prediction(sde: SDE, score, x, t):
+    """x0 = (x + sigma^2 score) / alpha, the posterior mean E[x(0) | x(t) = x] (Tweedie).
+
+    Args:
+      score: score at (x, t) [B, ...]. x: [B, ...]. t: [B].
+    Returns:
+      x0 [B, ...].
+    """
+    alpha, sigma = sde.marginal_coef(t)
+    return (x + bcast(sigma**2, x) * score) / bcast(alpha, x)
+
+
+def noise_prediction(sde: SDE, score, t):
+    """eps = -sigma score, the posterior mean of the noise z in x(t) = alpha x(0) + sigma z.
+
+    Args:
+      score: [B, ...]. t: [B].
+    Returns:
+      eps [B, ...].
+    """
+    return -bcast(sde.marginal_coef(t)[1], score) * score
+
 
 def get_sde(config) -> SDE:
     """Build the SDE named by `config.training.sde` from `config.model` fields."""
@@ -228,4 +323,5 @@ def get_sde(config) -> SDE:
     return sde
 
 
-__all__ = ["SDE", "ReverseSDE", "VESDE", "VPSDE", "subVPSDE", "SDES", "get_sde", "ConfigError"]
+__all__ = ["SDE", "ReverseSDE", "VESDE", "VPSDE", "subVPSDE", "SDES", "get_sde", "ConfigError",
+           "log_snr", "inverse_log_snr", "data_prediction", "noise_prediction"]

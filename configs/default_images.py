@@ -88,7 +88,7 @@ def get_default_configs():
     training.compute_dtype = "float32"  # float32 | bfloat16 (activations; params stay float32)
 
     config.sampling = sampling = ml_collections.ConfigDict()
-    sampling.method = "pc"  # pc | ode | ald
+    sampling.method = "pc"  # pc | ode | ald | a fast solver (below)
     sampling.predictor = "reverse_diffusion"
     sampling.corrector = "langevin"
     sampling.snr = 0.16
@@ -99,6 +99,20 @@ def get_default_configs():
     sampling.atol = 1e-5
     sampling.ode_method = "dopri5"
     sampling.step_lr = 2e-5  # ald only
+    # fast solvers (sampling.method ddim | dpm_solver | dpm_solver++ | unipc | edm_heun | edm_sde)
+    sampling.steps = 20  # the NFE budget: score evaluations, spent exactly
+    sampling.order = ml_collections.config_dict.placeholder(int)  # None: the method's default
+    sampling.schedule = "logsnr"  # time_uniform | time_quadratic | logsnr | karras
+    sampling.t_end = ml_collections.config_dict.placeholder(float)  # None: the SDE's eps
+    sampling.rho = 7.0  # karras schedule
+    sampling.eta = 0.0  # ddim: 0 deterministic, 1 DDPM-like
+    sampling.multistep = True  # dpm_solver++: 2M / 3M; False: 2S
+    sampling.lower_order_final = True  # dpm_solver++ / unipc: lower orders at the end (< 10 steps)
+    sampling.solver_type = "bh2"  # unipc: bh1 | bh2
+    sampling.s_churn = 10.0  # edm_sde (Karras et al. 2022, Alg. 2)
+    sampling.s_tmin = 0.0
+    sampling.s_tmax = float("inf")
+    sampling.s_noise = 1.0
     sampling.num_samples = 64  # the grid written at each snapshot
     sampling.batch_size = 64
 
