@@ -1,13 +1,14 @@
 """Quick-start quality vs cost: the VP checkerboard job (configs/toy/vp_checkerboard.py) under
 variations of network, schedule and sampler; fraction of samples inside the squares.
 
-    python bench/toy_quality.py [--settings baseline,octaves4,...]
+    python bench/toy_quality.py [--settings baseline,octaves4,...] [--samplers pc,em,...]
 
 Each setting runs the whole main job (`run_lib.train`: compile, train, write the 2000 samples)
 in a fresh subprocess with the persistent compilation cache off, so its time is what a first
-run costs. Prints a markdown table: in-square fraction (`datasets.in_checkerboard`), energy
-distance to fresh data, wall time, CPU time of the process and training steps/s (median over
-the logged windows).
+run costs; then draws 2000 samples from the trained EMA network with each sampler. Prints a
+markdown table: in-square fraction (`datasets.in_checkerboard`), energy distance to fresh
+data, NFE, the main job's wall time and CPU time, training steps/s (median over the logged
+windows) and the sampler's wall time (compilation included).
 """
 
 from __future__ import annotations
@@ -23,22 +24,31 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/toy/vp_checkerboard.py"
 
-# name -> config overrides on top of the checked-in default.
+# name -> training overrides on top of the checked-in default.
 SETTINGS = {
     "baseline": {},
     "octaves4": {"model.input_octaves": 4},
-    "octaves3": {"model.input_octaves": 3},
     "octaves6": {"model.input_octaves": 6},
     "iters8k": {"training.n_iters": 8000},
+    "iters12k": {"training.n_iters": 12000},
     "nf256": {"model.nf": 256},
-    "blocks4": {"model.num_res_blocks": 4},
+    "blocks5": {"model.num_res_blocks": 5},
+    "batch2048": {"training.batch_size": 2048},
     "octaves4_iters8k": {"model.input_octaves": 4, "training.n_iters": 8000},
-    "octaves4_scales1000": {"model.input_octaves": 4, "model.num_scales": 1000},
-    "octaves4_nocorrector": {"model.input_octaves": 4, "sampling.corrector": "none"},
-    "octaves4_lr1e-3": {"model.input_octaves": 4, "optim.lr": 1e-3},
-    "octaves4_batch1024": {"model.input_octaves": 4, "training.batch_size": 1024},
-    "octaves4_ema9999": {"model.input_octaves": 4, "model.ema_rate": 0.9999},
-    "octaves4_iters6k": {"model.input_octaves": 4, "training.n_iters": 6000},
+    "octaves4_batch2048": {"model.input_octaves": 4, "training.batch_size": 2048},
+    "lr5e-3": {"optim.lr": 5e-3},
+    "ema9999_iters8k": {"model.ema_rate": 0.9999, "training.n_iters": 8000},
+}
+
+# name -> sampler overrides, each evaluated on every trained model (the first is the default).
+SAMPLERS = {
+    "pc": {},
+    "em": {"sampling.predictor": "euler_maruyama", "sampling.corrector": "none"},
+    "rd": {"sampling.corrector": "none"},
+    "pc_N1000": {"model.num_scales": 1000},
+    "em_N1000": {"sampling.predictor": "euler_maruyama", "sampling.corrector": "none",
+                 "model.num_scales": 1000},
+    "ode": {"sampling.method": "ode"},
 }
 
 _CHILD = r"""
@@ -53,24 +63,27 @@ t0 = time.perf_counter()
 run_lib.train(config, workdir)
 wall = time.perf_counter() - t0
 r = resource.getrusage(resource.RUSAGE_SELF)
-step = int(config.training.n_iters)
-with np.load(os.path.join(workdir, "samples", f"samples_{{step}}.npz")) as f:
-    x = f["samples"]
-data = datasets.sample_toy("checkerboard", jax.random.PRNGKey(123), len(x))
 rates = [json.loads(ln)["steps_per_sec"] for ln in open(os.path.join(workdir, "metrics.jsonl"))]
-print("RESULT " + json.dumps({{
-    "in_squares": datasets.in_checkerboard(x),
-    "energy_distance": float(evaluation.energy_distance(x, data)),
-    "wall_s": wall, "cpu_s": r.ru_utime + r.ru_stime,
-    "steps_per_sec": float(np.median(rates)), "n_iters": step}}))
+data = datasets.sample_toy("checkerboard", jax.random.PRNGKey(123), 2000)
+out = dict(wall_s=wall, cpu_s=r.ru_utime + r.ru_stime, steps_per_sec=float(np.median(rates)))
+for name, sampler in json.loads({samplers!r}).items():
+    c = run_lib.override(config, sampler)
+    exp = run_lib.build(c)
+    params, step = run_lib.load_ema(c, exp, workdir)
+    t1 = time.perf_counter()
+    x, nfe = run_lib.generate(c, exp, params, jax.random.PRNGKey(7), 2000)
+    out[name] = dict(in_squares=datasets.in_checkerboard(x), nfe=nfe,
+                     energy_distance=float(evaluation.energy_distance(x, data)),
+                     sample_s=time.perf_counter() - t1)
+print("RESULT " + json.dumps(out))
 """
 
 
-def run_setting(overrides: dict) -> dict:
-    """One fresh process running the main job with `overrides`; its RESULT record."""
+def run_setting(overrides: dict, samplers: dict) -> dict:
+    """One fresh process: the main job with `overrides`, then 2000 samples of each sampler."""
     with tempfile.TemporaryDirectory() as tmp:
         code = _CHILD.format(root=ROOT, overrides=json.dumps(overrides),
-                             workdir=os.path.join(tmp, "run"))
+                             samplers=json.dumps(samplers), workdir=os.path.join(tmp, "run"))
         env = {**os.environ, "SCORELAB_COMPILE_CACHE": "off", "JAX_PLATFORMS": "cpu"}
         proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                               capture_output=True, text=True)
@@ -80,28 +93,38 @@ def run_setting(overrides: dict) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+def _pick(names: str, table: dict, what: str) -> list:
+    names = names.split(",")
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        sys.exit(f"error: unknown {what} {unknown}; choose from {', '.join(table)}")
+    return names
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--settings", default="baseline,octaves4",
                    help=f"comma-separated, of: {', '.join(SETTINGS)}")
+    p.add_argument("--samplers", default="pc,em",
+                   help=f"comma-separated, of: {', '.join(SAMPLERS)}")
     args = p.parse_args()
-    names = args.settings.split(",")
-    unknown = [n for n in names if n not in SETTINGS]
-    if unknown:
-        sys.exit(f"error: unknown settings {unknown}; choose from {', '.join(SETTINGS)}")
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
-    print(f"machine: {platform.processor() or 'cpu'}, {os.cpu_count()} cores, load average "
-          f"{load:.2f} at start (shared with other jobs: wall times are upper bounds)\n")
-    print("| setting | overrides | in squares | energy distance | wall s | CPU s | steps/s |")
-    print("|:--|:--|--:|--:|--:|--:|--:|")
+    names = _pick(args.settings, SETTINGS, "settings")
+    samplers = {n: SAMPLERS[n] for n in _pick(args.samplers, SAMPLERS, "samplers")}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.2f} at start (shared with other jobs: times are upper "
+          "bounds)\n")
+    print("| setting | sampler | in squares | energy distance | NFE | train job wall s | "
+          "CPU s | steps/s | sampling s |")
+    print("|:--|:--|--:|--:|--:|--:|--:|--:|--:|")
     for name in names:
-        r = run_setting(SETTINGS[name])
-        ov = ", ".join(f"{k}={v}" for k, v in SETTINGS[name].items()) or "(default)"
-        print(f"| {name} | {ov} | {100 * r['in_squares']:.1f}% | {r['energy_distance']:.4f} | "
-              f"{r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['steps_per_sec']:.0f} |", flush=True)
+        r = run_setting(SETTINGS[name], samplers)
+        ov = ", ".join(f"{k}={v}" for k, v in SETTINGS[name].items()) or "default"
+        for sampler in samplers:
+            q = r[sampler]
+            print(f"| {name} ({ov}) | {sampler} | {100 * q['in_squares']:.1f}% | "
+                  f"{q['energy_distance']:.4f} | {q['nfe']} | {r['wall_s']:.0f} | "
+                  f"{r['cpu_s']:.0f} | {r['steps_per_sec']:.0f} | {q['sample_s']:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

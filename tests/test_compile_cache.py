@@ -60,9 +60,14 @@ def runs(tmp_path_factory):
     entries = sorted(os.listdir(cache))
     warm = start_main(tmp / "warm", elsewhere, f"--compile_cache_dir={cache}")
     off = start_main(tmp / "off", cache, "--compile_cache_dir=off")
+    evaluate = subprocess.Popen([sys.executable, "main.py", *TINY, f"--workdir={tmp / 'cold'}",
+                                 "--mode=eval", "--config.eval.num_test=50"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     warm, off = finish_main(warm), finish_main(off)
+    out, err = evaluate.communicate(timeout=300)
+    assert evaluate.returncode == 0, err[-3000:]
     return dict(cold=cold, warm=warm, off=off, entries=entries, cache=cache,
-                elsewhere=elsewhere)
+                elsewhere=elsewhere, eval_stdout=out, eval_json=tmp / "cold" / "eval")
 
 
 def test_cold_run_fills_the_cache_named_by_the_environment(runs):
@@ -85,6 +90,21 @@ def test_off_switch_disables_the_cache(runs):
     _, hits, off_x = runs["off"]
     assert hits == 0
     np.testing.assert_array_equal(off_x, runs["cold"][2])
+
+
+def test_eval_mode_prints_a_table_of_its_metrics(runs):
+    """--mode eval on the checkerboard: one "| name | value |" row per metric of
+    eval/metrics_<step>.json, the in-square fraction among them."""
+    with open(runs["eval_json"] / "metrics_20.json") as f:
+        metrics = json.load(f)
+    assert 0.0 <= metrics["in_squares"] <= 1.0
+    lines = runs["eval_stdout"].strip().splitlines()[-(len(metrics) + 2):]
+    assert [c.strip() for c in lines[0].split("|")] == ["", "metric", "value", ""]
+    assert set(lines[1]) == {"|", ":", "-"}
+    rows = {ln.split("|")[1].strip(): ln.split("|")[2].strip() for ln in lines[2:]}
+    assert list(rows) == list(metrics)
+    for name, value in metrics.items():
+        assert float(rows[name]) == pytest.approx(value, rel=1e-4, abs=1e-12), name
 
 
 def test_resolve_order(monkeypatch, tmp_path):
