@@ -36,6 +36,8 @@ SETTINGS = {
     "batch2048": {"training.batch_size": 2048},
     "octaves4_iters8k": {"model.input_octaves": 4, "training.n_iters": 8000},
     "octaves4_batch2048": {"model.input_octaves": 4, "training.batch_size": 2048},
+    "octaves4_iters10k": {"model.input_octaves": 4, "training.n_iters": 10000},
+    "octaves4_iters12k": {"model.input_octaves": 4, "training.n_iters": 12000},
     "lr5e-3": {"optim.lr": 5e-3},
     "ema9999_iters8k": {"model.ema_rate": 0.9999, "training.n_iters": 8000},
 }
@@ -49,6 +51,9 @@ SAMPLERS = {
     "em_N1000": {"sampling.predictor": "euler_maruyama", "sampling.corrector": "none",
                  "model.num_scales": 1000},
     "ode": {"sampling.method": "ode"},
+    "pc_snr0.1": {"sampling.snr": 0.1},
+    "pc_snr0.25": {"sampling.snr": 0.25},
+    "ancestral": {"sampling.predictor": "ancestral_sampling"},
 }
 
 _CHILD = r"""
