@@ -79,6 +79,26 @@ def toy_mixture(name: str) -> analytic.GaussianMixture | None:
     return {"gmm": analytic.toy_gmm, "eight_gaussians": eight_gaussians}.get(name, lambda: None)()
 
 
+def in_checkerboard(x) -> float:
+    """Fraction of points `x` [n, 2] inside the squares of the 'checkerboard' set.
+
+    The set is uniform on the eight 2 x 2 squares of [-4, 4]^2 whose cell indices
+    (floor(x1 / 2), floor(x2 / 2)) have an even sum; its own samples score 1.
+
+    Args:
+      x: [n, 2] points in data space.
+
+    Returns:
+      the fraction in [0, 1] as a Python float.
+    """
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or x.shape[1] != 2 or len(x) == 0:
+        raise ConfigError(f"in_checkerboard: need points of shape [n, 2], n >= 1, got {x.shape}")
+    cells = np.floor(x / 2.0)
+    inside = np.all(np.abs(x) <= 4.0, axis=1) & (cells.sum(axis=1) % 2 == 0)
+    return float(np.mean(inside))
+
+
 def sample_toy(name: str, rng, n: int) -> jnp.ndarray:
     """n points of the embedded 2-D dataset `name`: [n, 2] float32.
 

@@ -309,6 +309,41 @@ def evaluate(config, workdir: str) -> dict:
     return {"results": rows}
 
 
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    return str(value)
+
+
+def results_table(result: dict) -> str:
+    """`evaluate`'s result as a markdown table for the terminal.
+
+    Args:
+      result: toy data: one dict of metrics (one row per metric); images: {"results": rows},
+        one dict per checkpoint (one row per checkpoint, one column per metric).
+
+    Returns:
+      the table's lines joined by newlines.
+    """
+    if "results" in result:
+        rows = result["results"]
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        cells = [[_cell(r.get(k)) for k in keys] for r in rows]
+    else:
+        keys = ["metric", "value"]
+        cells = [[k, _cell(v)] for k, v in result.items()]
+    widths = [max([len(k)] + [len(c[i]) for c in cells]) for i, k in enumerate(keys)]
+    def line(row):  # first column (metric name or step) left-aligned, numbers right-aligned
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
+                                                                         strict=True)]
+        return "| " + " | ".join(cells) + " |"
+
+    rule = "|:" + "-" * (widths[0] + 1) + "|" + "".join("-" * (w + 1) + ":|" for w in widths[1:])
+    return "\n".join([line(keys), rule, *map(line, cells)])
+
+
 # ---------------------------------------------------------------------------------------------
 # Sampler ablation (Song et al. 2021, Table 1) and quality vs NFE
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ Multi-host: start one process per host with the same flags plus --coordinator_ad
 (process 0's), --num_processes and --process_id, or the environment variables
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (a SLURM / Open MPI launch needs only
 the address). All processes share --workdir.
+
+Compiled programs are kept in JAX's persistent cache (~/.cache/scorelab/jax), so a second run
+of the same config starts at once: --compile_cache_dir=DIR or SCORELAB_COMPILE_CACHE=DIR moves
+it, the value 'off' disables it.
 """
 
 import os
@@ -23,6 +27,8 @@ flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "fid_stats", "abl
 flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
+flags.DEFINE_string("compile_cache_dir", None, "JAX persistent compilation cache directory, or "
+                    "'off' (default: $SCORELAB_COMPILE_CACHE, else ~/.cache/scorelab/jax).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -57,10 +63,16 @@ def init_distributed() -> None:
 
 def main(argv):
     del argv
+    import compile_cache
+    from utils import ConfigError
+
+    try:
+        compile_cache.setup(FLAGS.compile_cache_dir)  # before the first compilation
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     init_distributed()
     import eval_lib
     import run_lib
-    from utils import ConfigError
 
     logging.set_verbosity(logging.ERROR)
     modes = {"train": run_lib.train, "sample": run_lib.sample, "eval": eval_lib.evaluate,
@@ -71,7 +83,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if FLAGS.mode == "eval":
-        print(result)
+        print(eval_lib.results_table(result))
     elif FLAGS.mode in ("sample", "fid_stats"):
         print(f"wrote {result}")
 

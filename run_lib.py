@@ -566,6 +566,8 @@ def evaluate(config, workdir: str) -> dict:
     mixture = datasets.toy_mixture(config.data.dataset)
     if mixture is not None:
         results["true_nll_nats"] = float(-jnp.mean(mixture.log_prob(test)))
+    if config.data.dataset == "checkerboard":  # fraction of the samples inside the squares
+        results["in_squares"] = datasets.in_checkerboard(x)
     if is_main_process():
         out_dir = os.path.join(workdir, "eval")
         os.makedirs(out_dir, exist_ok=True)

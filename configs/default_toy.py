@@ -81,6 +81,7 @@ def get_default_configs():
     model.fourier_scale = 16.0
     model.scale_by_sigma = False
     model.sigma_data = 0.0  # > 0: VE input scaling x / sqrt(sigma_data^2 + sigma^2)
+    model.input_octaves = 0  # > 0: x read as x, sin(2^k pi x), cos(2^k pi x) for k < octaves
     model.ema_rate = 0.999
     model.ema_warmup = False  # True: decay min(ema_rate, (1 + n) / (10 + n)) at update n
     model.sigma_min = 0.01

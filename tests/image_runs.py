@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 
+import compile_cache
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "tests/digits_tiny.py"  # a tiny DDPM++ on 8x8 digits, 4 steps of batch 8
 TIMEOUT = 600
@@ -22,7 +24,9 @@ def env(tmp_root, devices: int = 1) -> dict:
     e["XLA_FLAGS"] = ("--xla_backend_optimization_level=0 "
                       f"--xla_force_host_platform_device_count={devices}")
     e["JAX_PLATFORMS"] = "cpu"
-    e["JAX_COMPILATION_CACHE_DIR"] = os.path.join(str(tmp_root), "jax_cache")
+    # main.py reads the session's $SCORELAB_COMPILE_CACHE (conftest.py); helper scripts this.
+    e["JAX_COMPILATION_CACHE_DIR"] = (compile_cache.resolve()
+                                      or os.path.join(str(tmp_root), "jax_cache"))
     e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     e["PYTHONPATH"] = ROOT
     return e

@@ -22,6 +22,7 @@ TINY = [
     "--config.training.snapshot_freq=100000", "--config.training.snapshot_freq_for_preemption=100",
     "--config.model.num_scales=50", "--config.sampling.num_samples=64",
     "--config.eval.num_samples=64", "--config.eval.num_test=16",
+    "--config.model.input_octaves=0",  # the plain MLP also where the config file encodes x
 ]
 
 
