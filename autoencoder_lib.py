@@ -77,7 +77,7 @@ def params_fn(config, ae, disc):
     def make():
         k_ae, k_post, k_disc = jax.random.split(run_lib._key(config, run_lib.STREAM_INIT), 3)
         params = {"ae": ae.init({"params": k_ae, "posterior": k_post}, x)["params"],
-                  "logvar": jnp.full((), float(config.autoencoder.get("logvar_init", 0.0)))}
+                  "logvar": jnp.full((), config.autoencoder.get("logvar_init", 0.0), jnp.float32)}
         if disc is not None:
             params["disc"] = disc.init(k_disc, x)["params"]
         return params

@@ -150,7 +150,10 @@ def init_state(make_params, optimizer, mesh) -> losses.TrainState:
       make_params: () -> the initial parameter tree (traced under jit).
       optimizer: the optax transformation. mesh: the device mesh.
     """
-    make = lambda: losses.init_train_state(make_params(), optimizer)
+    def make():  # strong types, as the train step returns (else its second call recompiles)
+        state = losses.init_train_state(make_params(), optimizer)
+        return jax.tree.map(lambda a: jax.lax.convert_element_type(a, a.dtype), state)
+
     return jax.jit(make, out_shardings=NamedSharding(mesh, P()))()
 
 
