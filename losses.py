@@ -2,7 +2,8 @@
 
 Denoising score matching in continuous time (Song et al. 2021, eq. 7; likelihood weighting of
 Song et al. 2021b), discrete SMLD (Song & Ermon 2019) and DDPM (Ho et al. 2020) losses, sliced
-score matching (Song et al. 2019) and exact score matching (Hyvarinen 2005) on perturbed data.
+score matching (Song et al. 2019) and exact score matching (Hyvarinen 2005) on perturbed data,
+and EDM's preconditioned denoiser loss (Karras et al. 2022, eq. 2, 8 and Table 1).
 Loss functions return per-example terms [B]; the caller reduces.
 """
 
@@ -144,14 +145,48 @@ def get_score_matching_loss_fn(sde, model, train, mode="sliced", reduce_mean=Tru
     return loss_fn
 
 
-LOSS_METHODS = ("dsm", "sliced", "exact")
+def get_edm_loss_fn(sde, model, train, reduce_mean=True, P_mean=-1.2, P_std=1.2):
+    """EDM loss: lambda(sigma) |D(x + sigma n; sigma) - x|^2 with ln sigma ~ N(P_mean, P_std^2)
+    and lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (Karras et al. 2022, Table 1).
+
+    The denoiser is D = x_t + sigma^2 s(x_t, sigma), s the preconditioned score of
+    models/utils.py, so conditioning and the network call are those of every other loss.
+    """
+    if not isinstance(sde, sde_lib.EDMSDE):
+        raise ConfigError(f"training.method='edm' needs training.sde='edmsde', got "
+                          f"{type(sde).__name__}")
+    if not P_std > 0:
+        raise ConfigError(f"training.P_std must be > 0, got {P_std}")
+    sigma_data = sde.sigma_data
+
+    def loss_fn(rng, params, batch):
+        batch, cond = split_batch(batch)
+        s_rng, n_rng, d_rng = jax.random.split(rng, 3)
+        sigma = jnp.exp(P_mean + P_std * jax.random.normal(s_rng, (batch.shape[0],)))  # [B]
+        x_t = batch + bcast(sigma, batch) * jax.random.normal(n_rng, batch.shape)
+        score_fn = mutils.get_score_fn(sde, model, {"params": params}, True, train, d_rng,
+                                       **cond)
+        denoised = x_t + bcast(sigma**2, x_t) * score_fn(x_t, sigma)  # D(x_t; sigma)
+        weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+        return weight * _reduce((denoised - batch) ** 2, reduce_mean)
+
+    return loss_fn
+
+
+LOSS_METHODS = ("dsm", "sliced", "exact", "edm")
 
 
 def get_loss_fn(sde, model, train, method="dsm", continuous=True, reduce_mean=True,
-                likelihood_weighting=False):
+                likelihood_weighting=False, P_mean=-1.2, P_std=1.2):
     """Dispatch to one objective. method: 'dsm' (denoising; discrete SMLD/DDPM when not
-    `continuous`), 'sliced' or 'exact' score matching (continuous time only)."""
+    `continuous`), 'sliced' or 'exact' score matching (continuous time only), 'edm' (EDM's
+    loss with ln sigma ~ N(P_mean, P_std^2); needs the EDM SDE)."""
     choose("training.method", method, LOSS_METHODS)
+    if method == "edm":
+        if not continuous or likelihood_weighting:
+            raise ConfigError("training.method='edm' needs training.continuous=True and "
+                              "training.likelihood_weighting=False")
+        return get_edm_loss_fn(sde, model, train, reduce_mean, P_mean, P_std)
     if method != "dsm":
         return get_score_matching_loss_fn(sde, model, train, method, reduce_mean)
     if continuous:

@@ -192,7 +192,7 @@ def get_loss_fn(config, exp: Experiment, train: bool = True):
     model = precision.with_compute_dtype(
         exp.model, t.get("compute_dtype", "float32") if train else "float32")
     return losses.get_loss_fn(exp.sde, model, train, t.method, t.continuous, t.reduce_mean,
-                              t.likelihood_weighting)
+                              t.likelihood_weighting, t.get("P_mean", -1.2), t.get("P_std", 1.2))
 
 
 def _image_source(config) -> datasets.ImageSource:

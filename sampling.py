@@ -21,7 +21,7 @@ from utils import ConfigError, bcast, choose
 
 
 def euler_maruyama(sde, rsde, score_fn, rng, x, t):
-    dt = -1.0 / rsde.N
+    dt = -rsde.T / rsde.N
     drift, diffusion = rsde.sde(x, t)
     x_mean = x + drift * dt
     return x_mean + bcast(diffusion, x) * np.sqrt(-dt) * jax.random.normal(rng, x.shape), x_mean
@@ -48,7 +48,8 @@ def _vp_ancestral(sde, score_fn, rng, x, t):
     return x_mean + bcast(jnp.sqrt(beta), x) * jax.random.normal(rng, x.shape), x_mean
 
 
-_ANCESTRAL = {sde_lib.VESDE: _ve_ancestral, sde_lib.VPSDE: _vp_ancestral}
+_ANCESTRAL = {sde_lib.VESDE: _ve_ancestral, sde_lib.VPSDE: _vp_ancestral,
+              sde_lib.EDMSDE: _ve_ancestral}
 
 
 def ancestral_sampling(sde, rsde, score_fn, rng, x, t):
@@ -146,8 +147,8 @@ def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevi
     if predictor == "ancestral_sampling":
         if type(sde) not in _ANCESTRAL:
             raise ConfigError(
-                "sampling.predictor='ancestral_sampling' is defined for vesde and vpsde only, "
-                f"not {type(sde).__name__}; use 'reverse_diffusion' or 'euler_maruyama'"
+                "sampling.predictor='ancestral_sampling' is defined for vesde, vpsde and edmsde "
+                f"only, not {type(sde).__name__}; use 'reverse_diffusion' or 'euler_maruyama'"
             )
         if probability_flow:
             raise ConfigError(

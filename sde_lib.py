@@ -1,4 +1,5 @@
-"""Forward SDEs of Song et al. (ICLR 2021): VE (eq. 9, SMLD), VP (eq. 11, DDPM), sub-VP (eq. 12).
+"""Forward SDEs of Song et al. (ICLR 2021): VE (eq. 9, SMLD), VP (eq. 11, DDPM), sub-VP (eq. 12),
+and the EDM SDE of Karras et al. (2022), a VE SDE with sigma(t) = t (eq. 4 with s(t) = 1).
 
 Each SDE gives its drift/diffusion, the Gaussian perturbation kernel p_0t(x(t)|x(0)), the prior,
 a discretisation (SMLD / DDPM ancestral updates, or Euler-Maruyama), and its reverse-time SDE or
@@ -197,7 +198,69 @@ class subVPSDE(VPSDE):
         return SDE.discretize(self, x, t)
 
 
-SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
+class EDMSDE(SDE):
+    """EDM (Karras et al. 2022): x_t = x_0 + t z, so sigma(t) = t, f = 0, g(t) = sqrt(2 t).
+
+    Time is the noise level: T = sigma_max, eps = sigma_min. `sigma_data` (the data's std)
+    sets the preconditioning of models/utils.py and the weight of the EDM loss.
+    """
+
+    def __init__(self, sigma_min=0.002, sigma_max=80.0, N=1000, sigma_data=0.5):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        if not sigma_data > 0:
+            raise ValueError(f"need sigma_data > 0, got {sigma_data}")
+        super().__init__(N, float(sigma_max), float(sigma_min))
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.sigma_data = float(sigma_data)
+        # The noise levels of the sampler grid t_i = linspace(eps, T, N), increasing.
+        self.discrete_sigmas = jnp.linspace(self.sigma_min, self.sigma_max, self.N)
+
+    def sde(self, x, t):
+        return jnp.zeros_like(x), jnp.sqrt(2.0 * t)
+
+    def marginal_coef(self, t):
+        return jnp.ones_like(t), t
+
+    def prior_std(self):
+        return self.sigma_max
+
+    def timestep(self, t):
+        """Index i of the grid level sigma_i nearest to t: [B] int32."""
+        i = jnp.round((t - self.sigma_min) * (self.N - 1) / (self.sigma_max - self.sigma_min))
+        return jnp.clip(i, 0, self.N - 1).astype(jnp.int32)
+
+    def discretize(self, x, t):
+        """SMLD on the grid: x_i = x_{i-1} + sqrt(sigma_i^2 - sigma_{i-1}^2) z, sigma_{-1} = 0."""
+        i = self.timestep(t)
+        sigma = self.discrete_sigmas[i]
+        prev = jnp.where(i == 0, 0.0, self.discrete_sigmas[jnp.maximum(i - 1, 0)])
+        return jnp.zeros_like(x), jnp.sqrt(sigma**2 - prev**2)
+
+
+SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE, "edmsde": EDMSDE}
+
+
+def _sigma_range(m) -> None:
+    require(m.sigma_min > 0, "model.sigma_min", f"must be > 0, got {m.sigma_min}")
+    require(
+        m.sigma_min < m.sigma_max,
+        "model.sigma_min",
+        f"must be < model.sigma_max, got {m.sigma_min} >= {m.sigma_max}",
+    )
+
+
+def _edm_sde(m) -> EDMSDE:
+    """EDMSDE from model.{sigma_min, sigma_max, num_scales, sigma_data}."""
+    _sigma_range(m)
+    sigma_data = m.get("sigma_data", 0.5)
+    require(sigma_data > 0, "model.sigma_data", f"must be > 0 for training.sde='edmsde', got "
+            f"{sigma_data}")
+    # The preconditioned network sees c_noise = log(sigma) / 4, which may be negative.
+    require(m.get("embedding_type", "positional") != "fourier", "model.embedding_type",
+            "'fourier' embeds log(labels) and EDM labels log(sigma) / 4 can be negative; use "
+            "'positional' with training.sde='edmsde'")
+    return EDMSDE(m.sigma_min, m.sigma_max, m.num_scales, sigma_data)
 
 # ---------------------------------------------------------------------------------------------
 # What every fast solver reads (DPM-Solver, Lu et al. 2022, Sec. 3.1; EDM, Karras et al. 2022):
@@ -254,14 +317,18 @@ def _bisect_inverse_log_snr(sde: SDE, lam, iters: int = 64):
     return 0.5 * (lo + hi)
 
 
-# exact types only: a subclass with another sigma(t) (say an EDM SDE) falls back to bisection
-# unless it is added here
+def _edm_inverse_log_snr(sde: EDMSDE, lam):
+    # alpha = 1, sigma = t  =>  lambda = -log t
+    return jnp.exp(-jnp.asarray(lam))
+
+
+# exact types only: a subclass with another sigma(t) falls back to bisection unless added here
 INVERSE_LOG_SNR = {VESDE: _ve_inverse_log_snr, VPSDE: _vp_inverse_log_snr,
-                   subVPSDE: _subvp_inverse_log_snr}
+                   subVPSDE: _subvp_inverse_log_snr, EDMSDE: _edm_inverse_log_snr}
 
 
 def inverse_log_snr(sde: SDE, lam):
-    """t(lambda), the inverse of log_snr: closed form for VE, VP (a quadratic in t) and sub-VP,
+    """t(lambda), the inverse of log_snr: closed form for VE, VP (a quadratic in t), sub-VP and EDM,
     jittable bisection on [0, T] for any other SDE.
 
     Args:
@@ -301,13 +368,10 @@ def get_sde(config) -> SDE:
     m = config.model
     require(int(m.num_scales) >= 1, "model.num_scales", f"must be >= 1, got {m.num_scales}")
     if name == "vesde":
-        require(m.sigma_min > 0, "model.sigma_min", f"must be > 0, got {m.sigma_min}")
-        require(
-            m.sigma_min < m.sigma_max,
-            "model.sigma_min",
-            f"must be < model.sigma_max, got {m.sigma_min} >= {m.sigma_max}",
-        )
+        _sigma_range(m)
         sde = VESDE(m.sigma_min, m.sigma_max, m.num_scales)
+    elif name == "edmsde":
+        sde = _edm_sde(m)
     else:
         require(m.beta_min >= 0, "model.beta_min", f"must be >= 0, got {m.beta_min}")
         require(
@@ -323,5 +387,5 @@ def get_sde(config) -> SDE:
     return sde
 
 
-__all__ = ["SDE", "ReverseSDE", "VESDE", "VPSDE", "subVPSDE", "SDES", "get_sde", "ConfigError",
-           "log_snr", "inverse_log_snr", "data_prediction", "noise_prediction"]
+__all__ = ["SDE", "ReverseSDE", "VESDE", "VPSDE", "subVPSDE", "EDMSDE", "SDES", "get_sde",
+           "ConfigError", "log_snr", "inverse_log_snr", "data_prediction", "noise_prediction"]

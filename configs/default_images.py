@@ -73,7 +73,7 @@ def get_default_configs():
     config.seed = 42
 
     config.training = training = ml_collections.ConfigDict()
-    training.sde = "vesde"  # vesde | vpsde | subvpsde
+    training.sde = "vesde"  # vesde | vpsde | subvpsde | edmsde
     training.continuous = True
     training.method = "dsm"
     training.reduce_mean = False
@@ -85,6 +85,8 @@ def get_default_configs():
     training.snapshot_freq = 50000
     training.snapshot_freq_for_preemption = 10000
     training.eps = ml_collections.config_dict.placeholder(float)  # None: the SDE's default
+    training.P_mean = -1.2  # training.method='edm': ln sigma ~ N(P_mean, P_std^2)
+    training.P_std = 1.2
     training.compute_dtype = "float32"  # float32 | bfloat16 (activations; params stay float32)
 
     config.sampling = sampling = ml_collections.ConfigDict()
@@ -164,6 +166,7 @@ def get_default_configs():
     model.ema_warmup = False  # True: decay min(ema_rate, (1 + n) / (10 + n)) at update n
     model.sigma_min = 0.01
     model.sigma_max = 50.0
+    model.sigma_data = 0.5  # training.sde='edmsde': the data std of EDM's preconditioning
     model.beta_min = 0.1
     model.beta_max = 20.0
     model.num_scales = 1000

@@ -12,9 +12,9 @@ def get_default_configs():
     config.seed = 42
 
     config.training = training = ml_collections.ConfigDict()
-    training.sde = "vpsde"
+    training.sde = "vpsde"  # vesde | vpsde | subvpsde | edmsde
     training.continuous = True
-    training.method = "dsm"  # dsm | sliced | exact
+    training.method = "dsm"  # dsm | sliced | exact | edm
     training.reduce_mean = True
     training.likelihood_weighting = False
     training.n_iters = 4000
@@ -24,6 +24,8 @@ def get_default_configs():
     training.snapshot_freq = 4000
     training.snapshot_freq_for_preemption = 1000
     training.eps = ml_collections.config_dict.placeholder(float)  # None: the SDE's default
+    training.P_mean = -1.2  # training.method='edm': ln sigma ~ N(P_mean, P_std^2)
+    training.P_std = 1.2
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"  # pc | ode | ald | a fast solver (below)
@@ -80,7 +82,8 @@ def get_default_configs():
     model.embedding_type = "positional"
     model.fourier_scale = 16.0
     model.scale_by_sigma = False
-    model.sigma_data = 0.0  # > 0: VE input scaling x / sqrt(sigma_data^2 + sigma^2)
+    model.ve_sigma_data = 0.0  # > 0: VE input scaling x / sqrt(ve_sigma_data^2 + sigma^2)
+    model.sigma_data = 0.5  # training.sde='edmsde': the data std of EDM's preconditioning
     model.input_octaves = 0  # > 0: x read as x, sin(2^k pi x), cos(2^k pi x) for k < octaves
     model.ema_rate = 0.999
     model.ema_warmup = False  # True: decay min(ema_rate, (1 + n) / (10 + n)) at update n

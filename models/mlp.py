@@ -57,8 +57,9 @@ class ScoreMLP(nn.Module):
         (embeds labels as given; VP labels are t * 999 or the time index).
       fourier_scale: std of the random Fourier frequencies.
       scale_by_sigma: divide the output by labels (VE: the output is then a score).
-      sigma_data: if > 0 (VE only), feed c_in x = x / sqrt(sigma_data^2 + sigma^2) so the input
-        has unit scale at every noise level (Karras et al. 2022, eq. 7); sigma = labels.
+      ve_sigma_data: if > 0 (VE only), feed x / sqrt(ve_sigma_data^2 + sigma^2) so the input
+        has unit scale at every noise level (Karras et al. 2022, eq. 7); sigma = labels. Leave
+        it 0 with training.sde='edmsde', whose preconditioning (models/utils.py) scales x.
       input_octaves: if > 0, the network reads `octave_encoding(x, input_octaves)`.
     """
 
@@ -67,7 +68,7 @@ class ScoreMLP(nn.Module):
     embedding_type: str = "fourier"
     fourier_scale: float = 16.0
     scale_by_sigma: bool = False
-    sigma_data: float = 0.0
+    ve_sigma_data: float = 0.0
     input_octaves: int = 0
 
     @nn.compact
@@ -83,8 +84,8 @@ class ScoreMLP(nn.Module):
         else:
             temb = sinusoidal_embedding(labels, self.nf)
         temb = nn.Dense(self.nf)(nn.silu(nn.Dense(self.nf)(temb)))  # [B, nf]
-        if self.sigma_data > 0:
-            x = x / bcast(jnp.sqrt(self.sigma_data**2 + labels**2), x)
+        if self.ve_sigma_data > 0:
+            x = x / bcast(jnp.sqrt(self.ve_sigma_data**2 + labels**2), x)
         if self.input_octaves < 0:
             raise ConfigError(f"model.input_octaves: must be >= 0, got {self.input_octaves}")
         h = nn.Dense(self.nf)(octave_encoding(x, self.input_octaves) if self.input_octaves else x)

@@ -2,7 +2,9 @@
 
 VE networks are conditioned on sigma and output the score (dividing by sigma inside when
 `scale_by_sigma`); VP / sub-VP networks predict the noise z of x_t = alpha x_0 + std z, so the
-score is -output / std (Ho et al. 2020; Song et al. 2021, appendix).
+score is -output / std (Ho et al. 2020; Song et al. 2021, appendix). EDM networks are
+preconditioned (Karras et al. 2022, Table 1): D(x) = c_skip x + c_out F(c_in x, c_noise) and the
+score is (D - x) / sigma^2.
 """
 
 from __future__ import annotations
@@ -15,11 +17,17 @@ import sde_lib
 from utils import ConfigError, bcast
 
 
+def _identity_input(x, t):
+    return x
+
+
 class Parameterization(NamedTuple):
-    """label_fn(t) -> labels [B]; to_score(output, t) -> score, both for one SDE and mode."""
+    """For one SDE and mode: label_fn(t) -> labels [B]; to_score(output, x, t) -> score;
+    input_fn(x, t) -> the network's input (x itself unless preconditioned)."""
 
     label_fn: callable
     to_score: callable
+    input_fn: callable = _identity_input
 
 
 def _ve(sde: sde_lib.VESDE, continuous: bool) -> Parameterization:
@@ -27,7 +35,7 @@ def _ve(sde: sde_lib.VESDE, continuous: bool) -> Parameterization:
         label_fn = lambda t: sde.marginal_coef(t)[1]
     else:
         label_fn = lambda t: sde.discrete_sigmas[sde.timestep(t)]
-    return Parameterization(label_fn, lambda out, t: out)
+    return Parameterization(label_fn, lambda out, x, t: out)
 
 
 def _vp(sde: sde_lib.VPSDE, continuous: bool) -> Parameterization:
@@ -37,7 +45,7 @@ def _vp(sde: sde_lib.VPSDE, continuous: bool) -> Parameterization:
     else:
         label_fn = lambda t: sde.timestep(t).astype(jnp.float32)
         std_fn = lambda t: sde.sqrt_1m_alphas_cumprod[sde.timestep(t)]
-    return Parameterization(label_fn, lambda out, t: -out / bcast(std_fn(t), out))
+    return Parameterization(label_fn, lambda out, x, t: -out / bcast(std_fn(t), out))
 
 
 def _subvp(sde: sde_lib.subVPSDE, continuous: bool) -> Parameterization:
@@ -49,7 +57,49 @@ def _subvp(sde: sde_lib.subVPSDE, continuous: bool) -> Parameterization:
     return _vp(sde, continuous)
 
 
-PARAMETERIZATIONS = {sde_lib.VESDE: _ve, sde_lib.VPSDE: _vp, sde_lib.subVPSDE: _subvp}
+def edm_preconditioning(sigma, sigma_data: float):
+    """EDM's preconditioning (Karras et al. 2022, Table 1) at noise level sigma.
+
+    Args:
+      sigma: [B] noise levels (> 0). sigma_data: the data's standard deviation.
+    Returns:
+      (c_skip, c_out, c_in, c_noise), each [B]: sigma_data^2 / (sigma^2 + sigma_data^2),
+      sigma sigma_data / sqrt(sigma^2 + sigma_data^2), 1 / sqrt(sigma^2 + sigma_data^2) and
+      log(sigma) / 4.
+    """
+    total = sigma**2 + sigma_data**2
+    c_skip = sigma_data**2 / total
+    c_out = sigma * sigma_data / jnp.sqrt(total)
+    c_in = 1.0 / jnp.sqrt(total)
+    c_noise = 0.25 * jnp.log(sigma)
+    return c_skip, c_out, c_in, c_noise
+
+
+def _edm(sde: sde_lib.EDMSDE, continuous: bool) -> Parameterization:
+    if not continuous:
+        raise ConfigError(
+            "training.continuous=False is not defined for training.sde='edmsde'; "
+            "use continuous training"
+        )
+    sigma_data = sde.sigma_data
+    coef = lambda t: edm_preconditioning(sde.marginal_coef(t)[1], sigma_data)
+
+    def input_fn(x, t):
+        return bcast(coef(t)[2], x) * x
+
+    def to_score(out, x, t):
+        # (D - x) / sigma^2 with D = c_skip x + c_out F, written without the cancellation of
+        # D - x at small sigma: c_out / sigma^2 F - (1 - c_skip) / sigma^2 x.
+        sigma = sde.marginal_coef(t)[1]
+        total = sigma**2 + sigma_data**2
+        scale = sigma_data / (sigma * jnp.sqrt(total))
+        return bcast(scale, out) * out - x / bcast(total, x)
+
+    return Parameterization(lambda t: coef(t)[3], to_score, input_fn)
+
+
+PARAMETERIZATIONS = {sde_lib.VESDE: _ve, sde_lib.VPSDE: _vp, sde_lib.subVPSDE: _subvp,
+                     sde_lib.EDMSDE: _edm}
 
 
 def get_parameterization(sde, continuous: bool) -> Parameterization:
@@ -105,7 +155,8 @@ def get_score_fn(sde, model, variables, continuous: bool = True, train: bool = F
       sde: the forward SDE the network was trained for.
       model: a Flax module called as model.apply(variables, x, labels, train=..., **cond).
       variables: its variables, e.g. {'params': params}.
-      continuous: continuous-time labels (sigma(t) / 999 t) or discrete ones (grid index).
+      continuous: continuous-time labels (sigma(t) / 999 t / EDM's c_noise) or discrete ones
+        (grid index).
       train: dropout on (needs `rng`).
       context, context_mask, class_labels: the condition ([B, L, D], [B, L], [B]), closed over.
       guidance_scale: None for the plain conditional score; otherwise w of classifier-free
@@ -120,7 +171,7 @@ def get_score_fn(sde, model, variables, continuous: bool = True, train: bool = F
         model_fn = get_model_fn(model, variables, train, rng, **cond)
 
         def score_fn(x, t):
-            return param.to_score(model_fn(x, param.label_fn(t)), t)
+            return param.to_score(model_fn(param.input_fn(x, t), param.label_fn(t)), x, t)
 
         return score_fn
 
@@ -132,7 +183,8 @@ def get_score_fn(sde, model, variables, continuous: bool = True, train: bool = F
 
     def guided_score_fn(x, t):
         x2, t2 = jnp.concatenate([x, x], axis=0), jnp.concatenate([t, t], axis=0)
-        s_c, s_u = jnp.split(param.to_score(both(x2, param.label_fn(t2)), t2), 2, axis=0)
+        out = both(param.input_fn(x2, t2), param.label_fn(t2))
+        s_c, s_u = jnp.split(param.to_score(out, x2, t2), 2, axis=0)
         return s_u + guidance_scale * (s_c - s_u)
 
     return guided_score_fn

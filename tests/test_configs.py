@@ -37,6 +37,7 @@ NON_NETWORK_FIELDS = {
     "ema_warmup",
     "sigma_min",
     "sigma_max",
+    "sigma_data",
     "beta_min",
     "beta_max",
     "num_scales",

@@ -130,7 +130,7 @@ def test_bad_sampler_settings(kwargs, match):
 
 
 def test_undefined_combinations_are_clear_errors():
-    with pytest.raises(ConfigError, match="ancestral_sampling.*vesde and vpsde only"):
+    with pytest.raises(ConfigError, match="ancestral_sampling.*vesde, vpsde and edmsde only"):
         sampling.get_pc_sampler(make_sde("subvp"), (4, 2), "ancestral_sampling", "none")
     with pytest.raises(ConfigError, match="method='ald' needs training.sde='vesde'"):
         sampling.get_ald_sampler(make_sde("vp"), (4, 2))

@@ -16,5 +16,5 @@ def get_config():
     config.training.sde = "vesde"
     config.model.embedding_type = "fourier"
     config.model.scale_by_sigma = True
-    config.model.sigma_data = 2.0
+    config.model.ve_sigma_data = 2.0
     return config
