@@ -355,6 +355,10 @@ ABLATION_ROWS = {  # name -> (predictor, probability_flow)
 }
 
 
+FAST_PREFIX = "fast: "  # sampler label of the fast-solver rows
+FAST_NFE = (5, 10, 15, 20, 35, 50)
+
+
 def _ablation_cells(n: int):
     """Column name -> (steps, use predictor, use corrector)."""
     return {f"P{n}": (n, True, False), f"P{2 * n}": (2 * n, True, False),
@@ -386,6 +390,12 @@ def ablate(config, workdir: str) -> list:
     """Table 1 of the SDE paper for the latest checkpoint: for each predictor, the columns
     P{N}, P{2N}, C{2N}, PC{N} (N = ablation.num_scales), plus probability-flow ODE solves at
     several tolerances; markdown table printed, CSV and a quality-vs-NFE PNG in WORKDIR/eval."""
+    import pipeline
+
+    pipeline.reject_mode(config, "ablate")
+    if pipeline.is_text_run(config):
+        raise ConfigError("--mode ablate: for unconditional score models; a text run's sweep is "
+                          "--mode eval (eval.guidance_scales)")
     exp = run_lib.build(config)
     a = config.ablation
     params, step = run_lib.load_ema(config, exp, workdir)
@@ -429,6 +439,11 @@ def ablate(config, workdir: str) -> list:
     for tol in a.ode_tolerances:
         make = lambda shape, tol=tol: sampling.get_ode_sampler(exp.sde, shape, tol, tol)
         run("ODE (dopri5)", f"tol={tol:g}", make)
+    for method in a.get("fast_methods", ()):  # fast solvers at each NFE budget
+        for k in a.get("fast_nfe", FAST_NFE):
+            make = lambda shape, method=method, k=int(k): sampling.get_fast_sampler(
+                exp.sde, shape, method, steps=k)
+            run(f"{FAST_PREFIX}{method}", f"NFE{int(k)}", make)
     return _write_ablation(workdir, step, name, n, rows)
 
 
@@ -459,6 +474,16 @@ def ablation_table(rows, name: str, n: int) -> str:
     for r in ode:
         lines.append(f"| probability-flow ODE, {r['column']} | {r[name]:.4g} (NFE {r['nfe']}) |"
                      + " |" * (len(cols) - 1))
+    fast = [r for r in rows if r["sampler"].startswith(FAST_PREFIX)]
+    if fast:
+        nfes = list(dict.fromkeys(r["column"] for r in fast))
+        lines += ["", f"| fast sampler ({name}) | " + " | ".join(nfes) + " |",
+                  "|---|" + "---:|" * len(nfes)]
+        for label in dict.fromkeys(r["sampler"] for r in fast):
+            cells = {r["column"]: r for r in fast if r["sampler"] == label}
+            fmt = [f"{cells[c][name]:.4g}" if c in cells and cells[c][name] is not None
+                   else "n/a" for c in nfes]
+            lines.append(f"| {label[len(FAST_PREFIX):]} | " + " | ".join(fmt) + " |")
     return "\n".join(lines)
 
 
@@ -475,7 +500,7 @@ def plot_quality_vs_nfe(path: str, rows, name: str) -> None:
     for label in dict.fromkeys(r["sampler"] for r in ok):
         mine = [r for r in ok if r["sampler"] == label]
         color = next(colors)
-        if label.startswith("ODE"):
+        if label.startswith("ODE") or label.startswith(FAST_PREFIX):
             line = sorted(mine, key=lambda r: r["nfe"])
         else:
             line = sorted((r for r in mine if r["column"].startswith("P")

@@ -149,6 +149,9 @@ def get_default_configs():
     ablation.snr = 0.16
     ablation.n_steps_each = 1
     ablation.ode_tolerances = (1e-3, 1e-5)
+    # fast solvers beside Table 1, each at ablation.fast_nfe score evaluations
+    ablation.fast_methods = ("ddim", "dpm_solver", "dpm_solver++", "unipc", "edm_heun")
+    ablation.fast_nfe = (5, 10, 15, 20, 35, 50)
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "cifar10"

@@ -96,8 +96,11 @@ def test_ablation_table_on_toy_data(tmp_path):
     c.ablation.num_scales = 100  # DDPM's discretisation needs beta_max / N < 1
     c.ablation.num_samples = 128
     c.ablation.ode_tolerances = (1e-3,)
+    c.ablation.fast_methods = ("dpm_solver++",)
+    c.ablation.fast_nfe = (5, 10)
     rows = eval_lib.ablate(c, str(tmp_path))
     cells = {(r["sampler"], r["column"]): r for r in rows}
+    assert cells[("fast: dpm_solver++", "NFE10")]["nfe"] == 10
     assert cells[("reverse diffusion", "P100")]["nfe"] == 100
     assert cells[("reverse diffusion", "P200")]["nfe"] == 200
     assert cells[("reverse diffusion", "C200")]["nfe"] == 200
@@ -106,6 +109,8 @@ def test_ablation_table_on_toy_data(tmp_path):
     table = open(tmp_path / "eval" / "ablation_100.md").read()
     header = "| predictor (energy_distance) | P100 | P200 | C200 | PC100 |"
     assert table.splitlines()[0] == header
+    assert "| fast sampler (energy_distance) | NFE5 | NFE10 |" in table
+    assert "| dpm_solver++ | " in table
     assert (tmp_path / "eval" / "ablation_100.png").exists()
     assert (tmp_path / "eval" / "ablation_100.csv").exists()
     # the corrector-only column is the same sampler in every row: computed once, reported thrice
@@ -118,7 +123,7 @@ def test_ablation_table_on_toy_data(tmp_path):
     c.ablation.num_scales = 10
     rows = eval_lib.ablate(c, str(tmp_path))
     for r in rows:
-        if r["sampler"].startswith("ODE"):
+        if r["sampler"].startswith(("ODE", eval_lib.FAST_PREFIX)):
             assert np.isfinite(r["energy_distance"])
         else:
             assert r["energy_distance"] is None and "beta_max / N < 1" in r["note"], r
