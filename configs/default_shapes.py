@@ -77,7 +77,7 @@ def get_default_configs():
     text.layers = 2
     text.heads = 4
     text.intermediate_size = 128
-    text.causal = True
+    text.causal = False  # bidirectional, as latent diffusion's text transformer
 
     config.latent = latent = ml_collections.ConfigDict()
     latent.autoencoder_workdir = ""  # a trained configs/shapes/autoencoder_kl.py run

@@ -86,9 +86,10 @@ BAD = [
 def test_bad_sampling_input_is_one_line(runs, override, key):
     root, ae, full, _ = runs
     before = sorted(os.listdir(os.path.join(full, "samples")))
+    prompts = [] if "prompts" in override else ["--config.sampling.prompts=a handwritten one"]
     rc, out, err = image_runs.finish(_main(root, TEXT, full,
                                            f"--config.latent.autoencoder_workdir={ae}",
-                                           override, mode="sample"))
+                                           *prompts, override, mode="sample"))
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
     assert rc == 1 and len(lines) == 1 and key in lines[0], err[-2000:]
     assert "Traceback" not in err
