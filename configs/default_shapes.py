@@ -39,6 +39,8 @@ def get_default_configs():
     sampling.samples_per_prompt = 4
 
     evaluate = config.eval
+    evaluate.begin_ckpt = 1  # text runs evaluate their latest checkpoint
+    evaluate.end_ckpt = 1
     evaluate.prompt_set = "grammar"  # grammar | paraphrase
     evaluate.num_prompts = 140  # single-object prompts (colour, shape, size, position)
     evaluate.samples_per_prompt = 2

@@ -1,8 +1,10 @@
 """The same conditional UNet and text encoder as latent_text.py, on 32x32x3 pixels.
 
-    python main.py --mode train --config configs/shapes/pixel_text.py --workdir runs/shapes_pixel
+    python main.py --config configs/shapes/pixel_text.py --mode train --workdir runs/shapes_pixel
 
 One more level (32, 16, 8) so the attention resolutions match the latent run's 8x8 and 4x4.
+Expected: slower steps than the latent run for the same training.max_seconds (the comparison
+is bench/latent_vs_pixel.py); not yet measured to the end on 2 cores.
 """
 
 from configs.default_shapes import get_default_configs
