@@ -285,8 +285,7 @@ class TextSampler:
         continuous = bool(run.config.training.continuous)
         self.null_ids, self.null_mask, _ = _null_condition(run)
         replicated = NamedSharding(run.mesh, P())
-        codec_params = None if run.codec is None else run.codec.params
-        self._codec_params = codec_params
+        self._codec_params = None if run.codec is None else run.codec.params
 
         @jax.jit
         def generate(rng, params, ctx, mask, null_ctx, null_mask, w, ae_params):
@@ -295,10 +294,9 @@ class TextSampler:
                                            guidance_scale=w, null_context=null_ctx,
                                            null_context_mask=null_mask)
             x, nfe = sampler(rng, score_fn)
-            if run.codec is None:
-                return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0), nfe
-            codec = run.codec._replace(params=ae_params)
-            return jax.lax.with_sharding_constraint(codec.decode(x), replicated), nfe
+            codec = None if run.codec is None else run.codec._replace(params=ae_params)
+            images = run._replace(codec=codec).to_images(x)
+            return jax.lax.with_sharding_constraint(images, replicated), nfe
 
         self._generate = generate
         self._embed = jax.jit(run.text.embed)
