@@ -68,6 +68,8 @@ def get_default_configs():
     model.context_dim = 64
     model.norm_num_groups = 16
     model.dropout = 0.0
+    model.coord_channels = False
+    model.pooled_context = False
     model.ema_rate = 0.999
     model.ema_warmup = True
     model.num_scales = 500

@@ -35,6 +35,15 @@ def timestep_embedding(t, dim: int, flip_sin_to_cos: bool = True, freq_shift: fl
     return jnp.pad(emb, ((0, 0), (0, dim % 2)))
 
 
+def coordinates(x) -> jnp.ndarray:
+    """[B, H, W, 2]: each pixel's (row, column) centre mapped to [-1, 1], in x's dtype."""
+    b, hh, ww, _ = x.shape
+    rows = (jnp.arange(hh, dtype=jnp.float32) + 0.5) / hh * 2.0 - 1.0
+    cols = (jnp.arange(ww, dtype=jnp.float32) + 0.5) / ww * 2.0 - 1.0
+    grid = jnp.stack(jnp.meshgrid(rows, cols, indexing="ij"), axis=-1).astype(x.dtype)
+    return jnp.broadcast_to(grid[None], (b, hh, ww, 2))
+
+
 class CrossAttention(nn.Module):
     """Multi-head attention of x on itself (context None) or on a context; to_q, to_k, to_v
     without bias, to_out_0 with bias.
@@ -150,6 +159,23 @@ class TimeEmbedding(nn.Module):
         emb = emb.astype(dtype)
         emb = nn.silu(nn.Dense(4 * self.dim, name="linear_1")(emb))
         return nn.Dense(4 * self.dim, name="linear_2")(emb)
+
+
+class PooledContextEmbedding(nn.Module):
+    """linear_1, SiLU, linear_2 from the masked mean of the context tokens to the time
+    embedding's width: a global text condition for every ResNet block (Imagen and SDXL add a
+    pooled text embedding to the timestep embedding in the same way)."""
+
+    dim: int
+
+    @nn.compact
+    def __call__(self, context, context_mask=None):
+        """context: [B, L, D]; context_mask: [B, L] (1 = token) or None -> [B, dim]."""
+        keep = jnp.ones(context.shape[:2], context.dtype) if context_mask is None \
+            else context_mask.astype(context.dtype)
+        pooled = (context * keep[..., None]).sum(1) / jnp.maximum(keep.sum(1, keepdims=True), 1)
+        return nn.Dense(self.dim, name="linear_2")(nn.silu(nn.Dense(self.dim,
+                                                                    name="linear_1")(pooled)))
 
 
 class MidBlockCrossAttn(nn.Module):
@@ -272,6 +298,13 @@ class UNetCond(nn.Module):
       norm_num_groups, norm_eps: resnet GroupNorm. dropout: resnet/attention dropout.
       flip_sin_to_cos, freq_shift: the sinusoidal time projection (SD: True, 0).
       num_classes: > 0 adds a learned class embedding to the time embedding.
+      coord_channels: append two channels of pixel coordinates (row, column in [-1, 1]) to
+        the input before conv_in (CoordConv). Convolutions are translation-equivariant, so
+        without them the only cue to absolute position is the zero padding at the borders and
+        prompts such as 'on the left' are learned slowly; off for Stable Diffusion weights.
+      pooled_context: add `add_embedding` (an MLP of the masked mean of the context tokens)
+        to the time embedding, so every ResNet block sees the prompt, not only the
+        cross-attention layers; off for Stable Diffusion weights.
 
     Compute precision follows the parameters and the sample: cast both to bfloat16 for
     half-precision inference (the context is cast to the sample's dtype).
@@ -292,6 +325,8 @@ class UNetCond(nn.Module):
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
     num_classes: int = 0
+    coord_channels: bool = False
+    pooled_context: bool = False
 
     def _heads(self, channels: int) -> int:
         return self.num_heads if self.num_heads else channels // self.head_dim
@@ -329,8 +364,12 @@ class UNetCond(nn.Module):
         if self.num_classes > 0:
             temb = temb + nn.Embed(self.num_classes, temb.shape[-1],
                                    name="class_embedding")(class_labels)
+        if self.pooled_context:
+            temb = temb + PooledContextEmbedding(temb.shape[-1], name="add_embedding")(
+                context, context_mask)
+        h = x if not self.coord_channels else jnp.concatenate([x, coordinates(x)], axis=-1)
         h = nn.Conv(self.block_out_channels[0], (3, 3), padding=((1, 1), (1, 1)),
-                    name="conv_in")(x)
+                    name="conv_in")(h)
         skips = [h]
         n = len(self.block_out_channels)
         for i in range(n):

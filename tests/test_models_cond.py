@@ -147,10 +147,10 @@ def test_autoencoder_shapes_and_discriminator():
 
 
 def _cond_config(**model) -> ml_collections.ConfigDict:
+    fields = dict(name="unet_cond", block_out_channels=[8, 16], layers_per_block=1,
+                  attention_levels=[True, False], num_heads=2, context_dim=6, norm_num_groups=4)
     return ml_collections.ConfigDict({
-        "model": dict(name="unet_cond", block_out_channels=[8, 16], layers_per_block=1,
-                      attention_levels=[True, False], num_heads=2, context_dim=6,
-                      norm_num_groups=4, **model),
+        "model": {**fields, **model},
         "data": dict(image_size=8, num_channels=3),
     })
 
@@ -179,6 +179,53 @@ def test_unet_cond_factory_shapes_and_errors():
     with pytest.raises(ConfigError, match="exactly one"):
         jax.eval_shape(functools.partial(both.init, **kw), jax.random.key(0), x, t)
 
+
+
+def test_unet_cond_coordinate_channels():
+    """coord_channels feeds (row, column) in [-1, 1] to conv_in: two more input channels, and
+    the pixel-centre grid is exact (first row -1 + 1/H, last column 1 - 1/W)."""
+    grid = np.asarray(unet_cond.coordinates(jnp.zeros((1, 4, 8, 3))))
+    assert grid.shape == (1, 4, 8, 2)
+    np.testing.assert_allclose(grid[0, :, 0, 0], [-0.75, -0.25, 0.25, 0.75])
+    np.testing.assert_allclose(grid[0, 0, :, 1], (np.arange(8) + 0.5) / 4 - 1)
+    assert np.all(grid[0, :, :, 0] == grid[0, :, :1, 0])  # rows constant along columns
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    t = jnp.ones((2,))
+    kw = dict(context=jax.random.normal(jax.random.key(2), (2, 7, 6)),
+              context_mask=jnp.ones((2, 7)))
+    with_coord = models.get_model(_cond_config(coord_channels=True, out_channels=3))
+    plain = models.get_model(_cond_config(out_channels=3))
+    variables = with_coord.init(jax.random.key(0), x, t, **kw)
+    shapes = {True: variables["params"]["conv_in"]["kernel"].shape,
+              False: plain.init(jax.random.key(0), x, t, **kw)["params"]["conv_in"]["kernel"].shape}
+    # The same weights on the input with the grid appended by hand: the same output.
+    by_hand = plain.apply(variables, jnp.concatenate([x, unet_cond.coordinates(x)], -1), t, **kw)
+    np.testing.assert_allclose(with_coord.apply(variables, x, t, **kw), by_hand, atol=1e-6)
+    assert shapes == {False: (3, 3, 3, 8), True: (3, 3, 5, 8)}
+
+
+def test_unet_cond_pooled_context_embedding():
+    """pooled_context adds MLP(masked mean of the context) to the time embedding: the
+    add_embedding output equals that formula, and padded tokens change nothing."""
+    ctx = jax.random.normal(jax.random.key(3), (2, 7, 6))
+    mask = jnp.array([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    emb = unet_cond.PooledContextEmbedding(32)
+    p = emb.init(jax.random.key(0), ctx, mask)["params"]
+    mean = np.stack([np.asarray(ctx[0, :3]).mean(0), np.asarray(ctx[1]).mean(0)])
+    h = mean @ np.asarray(p["linear_1"]["kernel"]) + np.asarray(p["linear_1"]["bias"])
+    h = h / (1 + np.exp(-h))
+    want = h @ np.asarray(p["linear_2"]["kernel"]) + np.asarray(p["linear_2"]["bias"])
+    np.testing.assert_allclose(emb.apply({"params": p}, ctx, mask), want, rtol=1e-5, atol=1e-6)
+    model = models.get_model(_cond_config(pooled_context=True, attention_levels=[False, False]))
+    x, t = jax.random.normal(jax.random.key(1), (2, 8, 8, 3)), jnp.ones((2,))
+    variables = model.init(jax.random.key(0), x, t, context=ctx, context_mask=mask)
+    assert "add_embedding" in variables["params"]
+    out = model.apply(variables, x, t, context=ctx, context_mask=mask)
+    padded = ctx.at[0, 3:].set(100.0)  # only masked-out tokens change
+    np.testing.assert_allclose(model.apply(variables, x, t, context=padded, context_mask=mask),
+                               out, atol=1e-5)
+    assert float(jnp.abs(model.apply(variables, x, t, context=ctx.at[0, 0].add(1.0),
+                                     context_mask=mask)[0] - out[0]).max()) > 1e-6
 
 def test_text_factories():
     config = ml_collections.ConfigDict({"text": dict(encoder="clip", max_length=9, width=16,
