@@ -67,6 +67,31 @@ class GaussianMixture:
         alpha, sigma = sde.marginal_coef(t)
         return self._log_prob(x, alpha, sigma)
 
+    def _component_log_probs(self, x, alpha, sigma):
+        """log w_k + log N_k(x; alpha mu_k, alpha^2 s_k^2 + sigma^2): x [B, ...] -> [B, K]."""
+        flat = x.reshape(x.shape[0], -1)[:, None, :]  # [B, 1, D]
+        a = bcast(alpha, flat)
+        var = a**2 * self.stds[None] ** 2 + bcast(sigma, flat) ** 2  # [B, K, D]
+        diff = flat - a * self.means[None]
+        comp = -0.5 * jnp.sum(diff**2 / var + jnp.log(2 * jnp.pi * var), axis=-1)
+        return comp + jnp.log(self.weights)[None]
+
+    def log_class_posterior(self, sde, x, t):
+        """Exact noisy-class posterior log p_t(k | x(t) = x) under `sde`: x [B, ...] -> [B, K].
+
+        The component index k is the class; the posterior is the softmax over k of the
+        perturbed component log-densities plus the log weights.
+        """
+        alpha, sigma = sde.marginal_coef(t)
+        return jax.nn.log_softmax(self._component_log_probs(x, alpha, sigma), axis=-1)
+
+    def class_score_fn(self, sde, k: int):
+        """Exact score of component k alone under `sde` (the class-conditional score
+        grad_x log p_t(x | y = k)), as score_fn(x, t) -> [B, ...]."""
+        one = GaussianMixture(np.ones(1), np.asarray(self.means[k : k + 1]),
+                              np.asarray(self.stds[k : k + 1]))
+        return one.score_fn(sde)
+
     def score_fn(self, sde):
         """Exact score grad_x log p_t(x) under `sde`, as score_fn(x, t) -> [B, ...]."""
 

@@ -38,3 +38,22 @@ def test_sampling_moments():
     assert abs(x.mean() - (0.3 * -1 + 0.7 * 2)) < 0.01
     var = 0.3 * (0.25 + 1) + 0.7 * (1 + 4) - (0.3 * -1 + 0.7 * 2) ** 2
     assert abs(x.var() / var - 1) < 0.01
+
+
+def test_class_posterior_is_bayes_rule_and_its_gradient_closes_the_score_gap():
+    """log p_t(k | x) equals Bayes' rule on the perturbed densities, and
+    grad_x log p_t(k | x) = score_k(x) - score(x) (the identity classifier guidance uses)."""
+    gmm = analytic.toy_gmm()
+    sde = sde_lib.VPSDE(beta_min=0.1, beta_max=20.0, N=1000)
+    x = jax.random.normal(jax.random.PRNGKey(3), (64, 2)) * 2.0
+    t = jnp.linspace(0.05, 0.9, 64)
+    post = gmm.log_class_posterior(sde, x, t)
+    np.testing.assert_allclose(np.exp(post).sum(-1), 1.0, atol=1e-5)
+    for k in range(len(gmm.weights)):
+        comp = analytic.GaussianMixture([1.0], gmm.means[k : k + 1], gmm.stds[k : k + 1])
+        bayes = (jnp.log(gmm.weights[k]) + comp.perturbed_log_prob(sde, x, t)
+                 - gmm.perturbed_log_prob(sde, x, t))
+        np.testing.assert_allclose(post[:, k], bayes, atol=1e-4)
+        grad = jax.grad(lambda y, k=k: gmm.log_class_posterior(sde, y, t)[:, k].sum())(x)
+        gap = gmm.class_score_fn(sde, k)(x, t) - gmm.score_fn(sde)(x, t)
+        np.testing.assert_allclose(grad, gap, rtol=1e-4, atol=1e-4)
