@@ -117,6 +117,13 @@ def get_default_configs():
     sampling.s_noise = 1.0
     sampling.num_samples = 64  # the grid written at each snapshot
     sampling.batch_size = 64
+    # controllable generation (--mode sample / eval): none | class | inpaint | colorize | img2img
+    sampling.task = "none"
+    sampling.input = "test"  # the run's test split, a folder of PNGs or an .npz
+    sampling.mask = ""  # left_half | centre_square | random_pixels | a PNG; '' = task default
+    sampling.strength = 0.5  # img2img: start at strength * T (0: the input, 1: unconditional)
+    sampling.jump_length = 10  # RePaint (sampling.method='pc'): steps between jumps back
+    sampling.resample_times = 1  # RePaint: passes over each stretch (1: plain replacement)
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 9  # checkpoints are counted in units of training.snapshot_freq
