@@ -175,17 +175,19 @@ def digits_table(args):
 
     s = config.sampling
     pc_sde = sde_lib.get_sde(run_lib.override(config, {"model.num_scales": 1000}))
+    predictor, corrector = (args.pc.split(",") if args.pc else (s.predictor, s.corrector))
     nfe, pc, pc_s = fd(lambda shape: sampling.get_pc_sampler(
-        pc_sde, shape, s.predictor, s.corrector, s.snr, s.n_steps_each))
+        pc_sde, shape, predictor, corrector, s.snr, s.n_steps_each))
     log(f"  digits PC-1000: {pc:.3f}")
     nfes = args.fd_nfes or args.nfes
     out = [f"digits checkpoint {step}, {args.num_fd} samples; PC with 1000 steps "
-           f"({s.predictor} + corrector {s.corrector}, NFE {nfe}, {pc_s * 1e3:.1f} ms / sample): "
+           f"({predictor} + corrector {corrector}, NFE {nfe}, {pc_s * 1e3:.1f} ms / sample): "
            f"fd_digits {pc:.3f}", "",
            "| method | " + " | ".join(str(n) for n in nfes)
            + " | smallest NFE with fd <= PC-1000 | ms / sample at NFE 20 |",
            "|:--|" + "--:|" * (len(nfes) + 2)]
-    wanted = [m for m in args.fd_methods.split(",") if m] or list(METHODS)
+    wanted = ([] if args.fd_methods == "none" else
+              [m for m in args.fd_methods.split(",") if m] or list(METHODS))
     unknown = [m for m in wanted if m not in METHODS]
     if unknown:
         sys.exit(f"--fd-methods: unknown {unknown}; valid: {list(METHODS)}")
@@ -224,9 +226,11 @@ def main():
     p.add_argument("--workdir", help="a trained digits run with fid_stats: adds fd_digits")
     p.add_argument("--num-fd", type=int, default=1000, help="samples per fd_digits")
     p.add_argument("--fd-methods", default="", help="comma-separated method labels for the "
-                   "digits table (default: all)")
+                   "digits table (default: all; 'none': the PC reference only)")
     p.add_argument("--fd-nfes", type=lambda s: tuple(int(v) for v in s.split(",")), default=None,
                    help="NFEs of the digits table (default: --nfes)")
+    p.add_argument("--pc", default="", help="predictor,corrector of the 1000-step reference "
+                   "(default: the run's own), e.g. reverse_diffusion,langevin")
     p.add_argument("--digits-only", action="store_true", help="skip the analytic tables")
     args = p.parse_args()
     sdes = {"VP": SDES["VP"]} if args.quick else SDES
