@@ -260,11 +260,16 @@ def evaluate(config, workdir: str) -> dict:
     """Toy data: distances and NLL of the latest checkpoint. Images: sweep checkpoints
     eval.begin_ckpt..eval.end_ckpt (step = k * training.snapshot_freq) and write
     eval/metrics_<step>.json and eval/metrics.csv; finished steps are not recomputed. Text runs:
-    prompt faithfulness and the guidance sweep (`text_eval.evaluate`)."""
+    prompt faithfulness and the guidance sweep (`text_eval.evaluate`). With sampling.task, the
+    task's metrics (`tasks.evaluate`)."""
     import pipeline
     import text_eval
 
     pipeline.reject_mode(config, "eval")
+    import tasks
+
+    if tasks.task_of(config) in tasks.IMAGE_TASKS:
+        return tasks.evaluate(config, workdir)
     if pipeline.is_text_run(config):
         return text_eval.evaluate(config, workdir)
     exp = run_lib.build(config)

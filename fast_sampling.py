@@ -39,21 +39,24 @@ def _lam(sde, t):
     return _eval(lambda t: sde_lib.log_snr(sde, t), t)
 
 
-def time_uniform(sde, n, t_end, rho):
-    return np.linspace(sde.T, t_end, n + 1)
+def time_uniform(sde, n, t_end, rho, t_start=None):
+    return np.linspace(sde.T if t_start is None else t_start, t_end, n + 1)
 
 
-def time_quadratic(sde, n, t_end, rho):
-    return np.linspace(np.sqrt(sde.T), np.sqrt(t_end), n + 1) ** 2
+def time_quadratic(sde, n, t_end, rho, t_start=None):
+    start = sde.T if t_start is None else t_start
+    return np.linspace(np.sqrt(start), np.sqrt(t_end), n + 1) ** 2
 
 
-def logsnr(sde, n, t_end, rho):
-    return _lam_to_t(sde, np.linspace(_lam(sde, sde.T)[0], _lam(sde, t_end)[0], n + 1))
+def logsnr(sde, n, t_end, rho, t_start=None):
+    start = sde.T if t_start is None else t_start
+    return _lam_to_t(sde, np.linspace(_lam(sde, start)[0], _lam(sde, t_end)[0], n + 1))
 
 
-def karras(sde, n, t_end, rho):
+def karras(sde, n, t_end, rho, t_start=None):
     """EDM eq. 5 in the scaled noise level sigma_hat = sigma / alpha = e^{-lambda}."""
-    hi, lo = np.exp(-_lam(sde, sde.T)[0]), np.exp(-_lam(sde, t_end)[0])
+    start = sde.T if t_start is None else t_start
+    hi, lo = np.exp(-_lam(sde, start)[0]), np.exp(-_lam(sde, t_end)[0])
     sigma_hat = (hi ** (1 / rho) + np.linspace(0, 1, n + 1) * (lo ** (1 / rho) - hi ** (1 / rho)))
     return _lam_to_t(sde, -np.log(sigma_hat**rho))
 
@@ -79,11 +82,24 @@ def grid_at(sde, t) -> Grid:
     return Grid(t, alpha.reshape(t.shape), sigma.reshape(t.shape), _lam(sde, t).reshape(t.shape))
 
 
-def time_grid(sde, schedule: str, n: int, t_end: float, rho: float) -> Grid:
-    """n steps from T to t_end by `schedule` (endpoints exact)."""
-    t = np.array(SCHEDULES[schedule](sde, n, t_end, rho), np.float64)
-    t[0], t[-1] = sde.T, t_end
+def time_grid(sde, schedule: str, n: int, t_end: float, rho: float, t_start=None) -> Grid:
+    """n steps from T (or t_start) to t_end by `schedule` (endpoints exact)."""
+    t = np.array(SCHEDULES[schedule](sde, n, t_end, rho, t_start), np.float64)
+    t[0], t[-1] = sde.T if t_start is None else t_start, t_end
     return grid_at(sde, t)
+
+
+# The optional replacement hook project(rng, x, t [B]) -> x of controllable.py, applied to the
+# state after each step at its new time; its keys come from their own stream of the solver's rng.
+_HOOK_STREAM = 2**31 - 1
+
+
+def _hook(project, rng, i, x, t):
+    """project(fold_in(rng's hook stream, i), x, t) with t a scalar time; x if project is None."""
+    if project is None:
+        return x
+    key = jax.random.fold_in(jax.random.fold_in(rng, _HOOK_STREAM), i)
+    return project(key, x, jnp.full((x.shape[0],), t, x.dtype))
 
 
 def _predictor(sde, score_fn, kind):
@@ -108,11 +124,12 @@ def _on(plan: dict, x):
 # ---------------------------------------------------------------------------------------------
 
 
-def ddim(sde, g: Grid, eta: float = 0.0):
-    """DDIM with sigma_eta = eta sigma_t sqrt(1 - e^{-2h}) (eta = 1: the DDPM posterior std)."""
+def ddim(sde, g: Grid, eta: float = 0.0, project=None):
+    """DDIM with sigma_eta = eta sigma_t sqrt(1 - e^{-2h}) (eta = 1: the DDPM posterior std);
+    `project` (optional) replaces the state after each step at t_{i+1}."""
     h = g.lam[1:] - g.lam[:-1]
     sigma_eta = eta * g.sigma[1:] * np.sqrt(-np.expm1(-2 * h))
-    plan = {"t": g.t[:-1], "c_x0": g.alpha[1:], "c_z": sigma_eta,
+    plan = {"t": g.t[:-1], "t_next": g.t[1:], "c_x0": g.alpha[1:], "c_z": sigma_eta,
             "c_eps": np.sqrt(np.maximum(g.sigma[1:] ** 2 - sigma_eta**2, 0.0))}
     steps = len(h)
 
@@ -127,7 +144,7 @@ def ddim(sde, g: Grid, eta: float = 0.0):
             x = c["c_x0"][i] * x0 + c["c_eps"][i] * eps
             if eta > 0:
                 x = x + c["c_z"][i] * jax.random.normal(jax.random.fold_in(rng, i), x.shape)
-            return x
+            return _hook(project, rng, i, x, c["t_next"][i])
 
         return jax.lax.fori_loop(0, steps, step, x), steps
 
@@ -186,13 +203,14 @@ def _singlestep_segment(sde, g: Grid, idx: np.ndarray, order: int, kind: str):
     t = Grid(*(v[idx + 1] for v in dataclasses.astuple(g)))
     mids = [grid_at(sde, _lam_to_t(sde, s.lam + r * (t.lam - s.lam))) for r in _R[order]]
     stages = (_eps_stages if kind == "eps" else _x0_stages)(s, mids, t, order)
-    return {"t": np.stack([s.t] + [m.t for m in mids]),
+    return {"t": np.stack([s.t] + [m.t for m in mids]), "t_next": t.t, "step": idx,
             "a": np.stack([st[0] for st in stages]), "b": np.stack([st[1] for st in stages]),
             "c": np.stack([st[2] for st in stages])}
 
 
-def singlestep(sde, g: Grid, orders: list[int], kind: str):
-    """Singlestep exponential integrator over g with per-step `orders` (constant runs looped)."""
+def singlestep(sde, g: Grid, orders: list[int], kind: str, project=None):
+    """Singlestep exponential integrator over g with per-step `orders` (constant runs looped);
+    `project` (optional) replaces the state after each step, not the intermediate stages u."""
     segments, start = [], 0
     for i in range(1, len(orders) + 1):
         if i == len(orders) or orders[i] != orders[start]:
@@ -213,7 +231,8 @@ def singlestep(sde, g: Grid, orders: list[int], kind: str):
                     u = c["a"][j - 1, i] * x + c["b"][j - 1, i] * p_s + c["c"][j - 1, i] * (p - p_s)
                     p = predict(u, c["t"][j, i])
                 k = order - 1
-                return c["a"][k, i] * x + c["b"][k, i] * p_s + c["c"][k, i] * (p - p_s)
+                x = c["a"][k, i] * x + c["b"][k, i] * p_s + c["c"][k, i] * (p - p_s)
+                return _hook(project, rng, c["step"][i].astype(jnp.int32), x, c["t_next"][i])
 
             x = jax.lax.fori_loop(0, c["t"].shape[1], step, x)
         return x, nfe
@@ -287,9 +306,14 @@ def _unipc_coefs(g: Grid, i: int, order: int, solver_type: str, corrector: bool)
     return g.alpha[i + 1] * w
 
 
-def multistep(sde, g: Grid, orders: list[int], method: str, solver_type: str = "bh2"):
+def multistep(sde, g: Grid, orders: list[int], method: str, solver_type: str = "bh2",
+              project=None):
     """x_{i+1} = (sigma_{i+1} / sigma_i) x_i + sum_j P_ij m_{i-j}; UniPC then corrects it with
-    m_{i+1} = x0(x_{i+1}^pred), which the next step reuses: exactly one evaluation per step."""
+    m_{i+1} = x0(x_{i+1}^pred), which the next step reuses: exactly one evaluation per step.
+
+    `project` (optional) replaces x_{i+1}^pred before it is evaluated, so the cached m_{i+1} is
+    the model output of the replaced state; UniPC's corrected x_{i+1} is replaced again with the
+    same key, so the state carried on matches the evaluated one in the replaced coordinates."""
     steps = len(orders)
     unipc = method == "unipc"
     if unipc:
@@ -309,17 +333,20 @@ def multistep(sde, g: Grid, orders: list[int], method: str, solver_type: str = "
 
         def step(i, carry):
             x, hist = carry
-            x_pred = c["A"][i] * x + combine(c["P"][i], hist, 0.0)
+            x_pred = _hook(project, rng, i, c["A"][i] * x + combine(c["P"][i], hist, 0.0),
+                           c["t"][i + 1])
             m_new = predict(x_pred, c["t"][i + 1])
             if unipc:
-                x_pred = c["A"][i] * x + combine(c["C"][i], hist, m_new)
+                x_pred = _hook(project, rng, i, c["A"][i] * x + combine(c["C"][i], hist, m_new),
+                               c["t"][i + 1])
             return x_pred, (m_new, hist[0], hist[1])
 
         m = predict(x, c["t"][0])
         hist = (m, jnp.zeros_like(m), jnp.zeros_like(m))
         x, hist = jax.lax.fori_loop(0, steps - 1, step, (x, hist))
         i = steps - 1  # the last step: predictor only, no evaluation
-        return c["A"][i] * x + combine(c["P"][i], hist, 0.0), steps
+        return _hook(project, rng, i, c["A"][i] * x + combine(c["P"][i], hist, 0.0),
+                     c["t"][i + 1]), steps
 
     return solve
 
@@ -329,9 +356,11 @@ def multistep(sde, g: Grid, orders: list[int], method: str, solver_type: str = "
 # ---------------------------------------------------------------------------------------------
 
 
-def edm(sde, g: Grid, steps: int, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+def edm(sde, g: Grid, steps: int, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0,
+        project=None):
     """Heun steps in sigma_hat = sigma / alpha for the ODE dx_hat / dsigma_hat = (x_hat - D) /
-    sigma_hat, D the data prediction; the last step is Euler when `steps` (the NFE) is odd."""
+    sigma_hat, D the data prediction; the last step is Euler when `steps` (the NFE) is odd.
+    `project` (optional) replaces x = alpha x_hat after each step (not the Euler point)."""
     n = len(g.t) - 1
     sigma_hat = g.sigma / g.alpha
     gamma = np.where((sigma_hat[:-1] >= s_tmin) & (sigma_hat[:-1] <= s_tmax),
@@ -361,7 +390,10 @@ def edm(sde, g: Grid, steps: int, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), 
                 d_next = (x_next - denoise(x_next, c["t"][i + 1], c["alpha"][i + 1])) / \
                     c["sigma"][i + 1]
                 x_next = x_hat + dt * 0.5 * (d + d_next)
-            return x_next
+            if project is None:
+                return x_next
+            alpha = c["alpha"][i + 1]
+            return _hook(project, rng, i, alpha * x_next, c["t"][i + 1]) / alpha
 
         x_hat = jax.lax.fori_loop(0, steps // 2, step, x / c["alpha"][0])
         if steps % 2:
@@ -415,23 +447,24 @@ def _check_fields(method: str, order: int, steps: int, fields: dict) -> None:
                           "sampling.multistep=False (2S); choose one of: 1, 2")
 
 
-def _build(sde, method: str, steps: int, order: int, grid, f: dict):
+def _build(sde, method: str, steps: int, order: int, grid, f: dict, project=None):
     """The solve(rng, score_fn, x_T) of `method`; grid(n) gives an n-step time grid."""
     if method == "ddim":
-        return ddim(sde, grid(steps), float(f["eta"]))
+        return ddim(sde, grid(steps), float(f["eta"]), project)
     if method == "dpm_solver" or (method == "dpm_solver++" and not f["multistep"]):
         orders = fast_orders(steps, order)
-        return singlestep(sde, grid(len(orders)), orders, "eps" if method == "dpm_solver" else "x0")
+        kind = "eps" if method == "dpm_solver" else "x0"
+        return singlestep(sde, grid(len(orders)), orders, kind, project)
     if method in ("dpm_solver++", "unipc"):
         orders = multistep_orders(steps, order, bool(f["lower_order_final"]))
-        return multistep(sde, grid(steps), orders, method, f.get("solver_type", "bh2"))
+        return multistep(sde, grid(steps), orders, method, f.get("solver_type", "bh2"), project)
     edm_fields = {k: float(v) for k, v in f.items()}
-    return edm(sde, grid(-(-steps // 2)), steps, **edm_fields)
+    return edm(sde, grid(-(-steps // 2)), steps, **edm_fields, project=project)
 
 
 def get_fast_solver(sde, method="dpm_solver++", steps=20, order=None, schedule="logsnr",
-                    t_end=None, rho=7.0, **method_fields):
-    """The fast solver from a given x(T) (same arguments as get_fast_sampler).
+                    t_end=None, rho=7.0, t_start=None, project=None, **method_fields):
+    """The fast solver from a given x(T), or x(t_start) (same arguments as get_fast_sampler).
 
     Returns:
       solve(rng, score_fn, x_T [B, ...]) -> (x(t_end) [B, ...], nfe int).
@@ -450,14 +483,19 @@ def get_fast_solver(sde, method="dpm_solver++", steps=20, order=None, schedule="
     t_end = sde.eps if t_end is None else float(t_end)
     require(0.0 < t_end < sde.T, "sampling.t_end", f"must be in (0, {sde.T:g}), got {t_end}")
     require(float(rho) > 0, "sampling.rho", f"must be > 0, got {rho}")
+    if t_start is not None:
+        t_start = float(t_start)
+        require(t_end < t_start <= sde.T, "sampling.t_start",
+                f"must be in ({t_end:g}, {sde.T:g}] (after sampling.t_end), got {t_start}")
     steps = int(steps)
     _check_fields(method, order, steps, fields)
     return _build(sde, method, steps, order,
-                  lambda n: time_grid(sde, schedule, n, t_end, float(rho)), fields)
+                  lambda n: time_grid(sde, schedule, n, t_end, float(rho), t_start), fields,
+                  project)
 
 
 def get_fast_sampler(sde, shape, method="dpm_solver++", steps=20, order=None, schedule="logsnr",
-                     t_end=None, rho=7.0, **method_fields):
+                     t_end=None, rho=7.0, t_start=None, project=None, **method_fields):
     """A fast sampler from the prior at T to t_end with exactly `steps` score evaluations.
 
     Args:
@@ -468,15 +506,20 @@ def get_fast_sampler(sde, shape, method="dpm_solver++", steps=20, order=None, sc
       order: solver order (None: the method's default; METHODS[method].orders are valid).
       schedule: 'time_uniform' | 'time_quadratic' | 'logsnr' | 'karras' (with rho).
       t_end: the last time (sde.eps by default).
+      t_start: the first time, in (t_end, T] (None: T); pass the state at t_start as x_init.
+      project: optional hook (rng, x, t [B]) -> x applied to the state after each step at its
+        new time (controllable.py's replacement of known coordinates); None: no hook.
       **method_fields: eta (ddim); multistep, lower_order_final (dpm_solver++); solver_type
         'bh1' | 'bh2', lower_order_final (unipc); s_churn, s_tmin, s_tmax, s_noise (edm_sde).
     Returns:
-      sampler(rng, score_fn) -> (x [shape], nfe int), jittable.
+      sampler(rng, score_fn, x_init=None) -> (x [shape], nfe int), jittable; x_init [shape]
+      replaces the prior sample as the starting state.
     """
-    solve = get_fast_solver(sde, method, steps, order, schedule, t_end, rho, **method_fields)
+    solve = get_fast_solver(sde, method, steps, order, schedule, t_end, rho, t_start, project,
+                            **method_fields)
 
-    def sampler(rng, score_fn):
+    def sampler(rng, score_fn, x_init=None):
         x_rng, rng = jax.random.split(rng)
-        return solve(rng, score_fn, sde.prior_sampling(x_rng, shape))
+        return solve(rng, score_fn, sde.prior_sampling(x_rng, shape) if x_init is None else x_init)
 
     return sampler

@@ -527,6 +527,10 @@ def sample(config, workdir: str) -> str:
     import pipeline
 
     pipeline.reject_mode(config, "sample")
+    import tasks
+
+    if tasks.task_of(config) in tasks.IMAGE_TASKS:
+        return tasks.sample(config, workdir)
     if pipeline.is_text_run(config):
         return pipeline.sample(config, workdir)
     exp = build(config)

@@ -124,8 +124,28 @@ CORRECTORS = {"langevin": langevin, "ald": ald, "none": no_corrector}
 # ---------------------------------------------------------------------------------------------
 
 
+def pc_start(sde, t_start=None, eps=None):
+    """Where a PC sampler started at time t_start begins on its grid t_i = linspace(T, eps, N).
+
+    Args:
+      sde: forward SDE. t_start: a time in [0, T] (None: T). eps: last time (sde.eps if None).
+    Returns:
+      (i0, t_i0): the first grid index with t_i <= t_start and its time (i0 = N, t = 0 when
+      t_start < eps: no steps are left).
+    """
+    eps = sde.eps if eps is None else eps
+    if t_start is None:
+        return 0, float(sde.T)
+    if not 0.0 <= float(t_start) <= sde.T:
+        raise ConfigError(f"sampling.t_start must be in [0, {sde.T:g}], got {t_start}")
+    grid = np.linspace(sde.T, eps, sde.N)
+    later = np.nonzero(grid <= float(t_start) * (1 + 1e-6))[0]
+    return (int(later[0]), float(grid[later[0]])) if len(later) else (sde.N, 0.0)
+
+
 def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16,
-                   n_steps=1, probability_flow=False, denoise=True, eps=None):
+                   n_steps=1, probability_flow=False, denoise=True, eps=None, project=None,
+                   t_start=None):
     """Predictor-corrector sampler over the grid t_i = linspace(T, eps, N).
 
     Args:
@@ -135,8 +155,14 @@ def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevi
       probability_flow: predict with the discretised probability-flow ODE.
       denoise: return the last mean (no noise added in the final step).
       eps: last time; sde.eps by default.
+      project: optional hook (rng, x, t [B]) -> x applied to x (not to the returned mean) after
+        each corrector update (t = t_i) and each predictor update (t = t_{i+1}, 0 after the
+        last), e.g. controllable.py's replacement of known coordinates. None: no hook.
+      t_start: start at the first grid time t_i0 <= t_start (see pc_start) instead of T; pass
+        the state at that time as x_init. None: start at T.
     Returns:
-      sampler(rng, score_fn) -> (x [shape], nfe int).
+      sampler(rng, score_fn, x_init=None) -> (x [shape], nfe int); x_init [shape] replaces the
+      prior sample as the starting state.
     """
     choose("sampling.predictor", predictor, PREDICTORS)
     choose("sampling.corrector", corrector, CORRECTORS)
@@ -158,12 +184,13 @@ def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevi
     eps = sde.eps if eps is None else eps
     pred, corr = PREDICTORS[predictor], CORRECTORS[corrector]
     n_steps = int(n_steps)
-    nfe = sde.N * ((predictor != "none") + (corrector != "none") * n_steps)
+    i_start = pc_start(sde, t_start, eps)[0]
+    nfe = (sde.N - i_start) * ((predictor != "none") + (corrector != "none") * n_steps)
 
-    def sampler(rng, score_fn):
+    def sampler(rng, score_fn, x_init=None):
         rsde = sde.reverse(score_fn, probability_flow)
         rng, x_rng = jax.random.split(rng)
-        x = sde.prior_sampling(x_rng, shape)
+        x = sde.prior_sampling(x_rng, shape) if x_init is None else x_init
         timesteps = jnp.linspace(sde.T, eps, sde.N)
 
         def body(i, carry):
@@ -171,9 +198,15 @@ def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevi
             t = jnp.full((shape[0],), timesteps[i])
             c_rng, p_rng = jax.random.split(jax.random.fold_in(rng, i))
             x, x_mean = corr(sde, score_fn, c_rng, x, t, snr, n_steps)
-            return pred(sde, rsde, score_fn, p_rng, x, t)
+            if project is None:
+                return pred(sde, rsde, score_fn, p_rng, x, t)
+            hc_rng, hp_rng = jax.random.split(jax.random.fold_in(jax.random.fold_in(rng, i), 1))
+            x = project(hc_rng, x, t)
+            x, x_mean = pred(sde, rsde, score_fn, p_rng, x, t)
+            t_next = jnp.where(i + 1 < sde.N, timesteps[jnp.minimum(i + 1, sde.N - 1)], 0.0)
+            return project(hp_rng, x, jnp.full((shape[0],), t_next)), x_mean
 
-        x, x_mean = jax.lax.fori_loop(0, sde.N, body, (x, x))
+        x, x_mean = jax.lax.fori_loop(i_start, sde.N, body, (x, x))
         return (x_mean if denoise else x), nfe
 
     return sampler
@@ -251,25 +284,31 @@ def solve_ode(vector_field, y0, t0, t1, rtol, atol, method="dopri5", max_steps=4
 
 
 def get_ode_sampler(sde, shape, rtol=1e-5, atol=1e-5, method="dopri5", denoise=False, eps=None,
-                    max_steps=4096):
-    """Probability-flow ODE sampler from T to eps, adaptive, on device.
+                    max_steps=4096, t_start=None):
+    """Probability-flow ODE sampler from T (or t_start) to eps, adaptive, on device.
 
+    Args:
+      t_start: start time in (eps, T] (None: T); pass the state at that time as x_init.
     Returns:
-      sampler(rng, score_fn) -> (x [shape], nfe) with nfe a traced int.
+      sampler(rng, score_fn, x_init=None) -> (x [shape], nfe) with nfe a traced int; x_init
+      [shape] replaces the prior sample as the starting state.
     """
     choose("sampling.ode_method", method, ODE_SOLVERS)
     if not (rtol > 0 and atol > 0):
         raise ConfigError(f"sampling.rtol and sampling.atol must be > 0, got {rtol}, {atol}")
     eps = sde.eps if eps is None else eps
+    if t_start is not None and not eps < float(t_start) <= sde.T:
+        raise ConfigError(f"sampling.t_start must be in ({eps:g}, {sde.T:g}], got {t_start}")
+    t0 = sde.T if t_start is None else float(t_start)
 
-    def sampler(rng, score_fn):
+    def sampler(rng, score_fn, x_init=None):
         rsde = sde.reverse(score_fn, probability_flow=True)
-        x = sde.prior_sampling(rng, shape)
+        x = sde.prior_sampling(rng, shape) if x_init is None else x_init
 
         def vector_field(t, y):
             return rsde.sde(y, jnp.full((shape[0],), t))[0]
 
-        x, nfe = solve_ode(vector_field, x, sde.T, eps, rtol, atol, method, max_steps)
+        x, nfe = solve_ode(vector_field, x, t0, eps, rtol, atol, method, max_steps)
         if denoise:
             x = reverse_diffusion(sde, sde.reverse(score_fn), score_fn, rng, x,
                                   jnp.full((shape[0],), eps))[1]
@@ -307,6 +346,6 @@ def get_sampler(config, sde, shape):
     return _fast_sampler_from_config(s, sde, shape)
 
 
-__all__ = ["get_pc_sampler", "get_ald_sampler", "get_ode_sampler", "get_fast_sampler",
+__all__ = ["get_pc_sampler", "pc_start", "get_ald_sampler", "get_ode_sampler", "get_fast_sampler",
            "get_sampler", "solve_ode", "PREDICTORS", "CORRECTORS", "ODE_SOLVERS",
            "SAMPLING_METHODS"]

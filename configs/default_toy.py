@@ -55,6 +55,13 @@ def get_default_configs():
     sampling.s_noise = 1.0
     sampling.num_samples = 2000
     sampling.batch_size = 2000
+    # controllable generation on image runs built from these defaults (see default_images.py)
+    sampling.task = "none"
+    sampling.input = "test"
+    sampling.mask = ""
+    sampling.strength = 0.5
+    sampling.jump_length = 10
+    sampling.resample_times = 1
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.num_samples = 2000
