@@ -84,7 +84,7 @@ def analytic_table(n: int) -> str:
     return "\n".join(out)
 
 
-def digits_table(config_path: str, workdir: str, num: int) -> str:
+def digits_table(config_path: str, workdir: str, num: int, only: str = "") -> str:
     import eval_lib
     import run_lib
     import tasks
@@ -106,6 +106,8 @@ def digits_table(config_path: str, workdir: str, num: int) -> str:
            "s / image |", "|:--|:--|:--|--:|--:|--:|--:|--:|"]
     images = None
     for task, extra in settings:
+        if only and task not in only.split(","):
+            continue
         for sam in ({}, fast):
             if "resample_times" in extra and sam:
                 continue  # RePaint resamples on the PC grid only
@@ -143,6 +145,8 @@ def main():
     p.add_argument("--workdir", help="the trained run, with its fid_stats: adds the digits table")
     p.add_argument("--num-images", type=int, default=200, help="test images per digits row")
     p.add_argument("--digits-only", action="store_true", help="skip the analytic table")
+    p.add_argument("--tasks", default="", help="comma-separated tasks of the digits table "
+                   "(default: all of inpaint, img2img)")
     args = p.parse_args()
     print(f"Machine: {machine()}\n")
     if not args.digits_only:
@@ -150,7 +154,7 @@ def main():
         print(analytic_table(args.n) + "\n", flush=True)
     if args.workdir:
         print("### Trained digits model\n")
-        print(digits_table(args.config, args.workdir, args.num_images))
+        print(digits_table(args.config, args.workdir, args.num_images, args.tasks))
 
 
 if __name__ == "__main__":
