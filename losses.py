@@ -35,6 +35,34 @@ def split_batch(batch):
     return batch, {}
 
 
+def drop_class_labels(rng, class_labels, p_drop: float, num_classes: int):
+    """Classifier-free guidance training (Ho & Salimans 2021): each label replaced by the null
+    class `num_classes` with probability `p_drop`.
+
+    Args:
+      rng: PRNG key. class_labels: [B] int in [0, num_classes). p_drop: in [0, 1).
+      num_classes: K; the null class is K.
+    Returns:
+      [B] int32 labels.
+    """
+    drop = jax.random.uniform(rng, class_labels.shape) < p_drop
+    return jnp.where(drop, num_classes, class_labels).astype(jnp.int32)
+
+
+def with_label_dropout(loss_fn, p_drop: float, num_classes: int):
+    """loss_fn(rng, params, batch) on dict batches {'x', 'class_labels', ...} with
+    `drop_class_labels` applied first (p_drop 0: the labels pass unchanged)."""
+    if not 0.0 <= p_drop < 1.0:
+        raise ConfigError(f"training.cond_drop_prob={p_drop} must be in [0, 1)")
+
+    def dropped_loss_fn(rng, params, batch):
+        r_drop, r_loss = jax.random.split(rng)
+        labels = drop_class_labels(r_drop, batch["class_labels"], p_drop, num_classes)
+        return loss_fn(r_loss, params, {**batch, "class_labels": labels})
+
+    return dropped_loss_fn
+
+
 def get_sde_loss_fn(sde, model, train, reduce_mean=True, likelihood_weighting=False):
     """Continuous-time DSM: E_t lambda(t) |s(x_t, t) - grad log p_0t(x_t | x_0)|^2.
 

@@ -40,6 +40,33 @@ def check_unet_shapes(image_size: int, num_channels: int, ch_mult: tuple[int, ..
                           f"[B, {image_size}, {image_size}, {num_channels}]")
 
 
+def class_embedding(temb: jnp.ndarray | None, class_labels, num_classes: int,
+                    conditional: bool) -> jnp.ndarray | None:
+    """Add a learned class embedding to the time embedding (call inside a compact method).
+
+    Args:
+      temb: [B, D] time embedding (None when the network is unconditional).
+      class_labels: [B] int in [0, num_classes]; num_classes is the null class of
+        classifier-free guidance.
+      num_classes: model.num_classes (0: no class embedding, the parameters of an
+        unconditional network).
+      conditional: model.conditional (a class embedding needs the time embedding).
+
+    Returns:
+      temb + embedding(class_labels) [B, D], or temb unchanged when num_classes is 0.
+    """
+    if num_classes <= 0:
+        return temb
+    if not conditional:
+        raise ConfigError(f"model.num_classes={num_classes} needs model.conditional=True "
+                          "(the class embedding is added to the time embedding)")
+    if class_labels is None:
+        raise ConfigError(f"model.num_classes={num_classes}: the network needs class_labels "
+                          "[B] (0..num_classes - 1, or num_classes for the null class)")
+    embed = nn.Embed(num_classes + 1, temb.shape[-1], name="class_embedding")
+    return temb + embed(jnp.asarray(class_labels, jnp.int32))  # [B, D]
+
+
 def check_common(nf: int, num_res_blocks: int, dropout: float):
     """Raise ConfigError for a non-positive model.nf / model.num_res_blocks or a bad dropout."""
     if nf < 1:
@@ -65,6 +92,8 @@ class DDPM(nn.Module):
       resamp_with_conv: learned convolutions in up/down-sampling.
       conditional: use the sinusoidal embedding of `labels`.
       scale_by_sigma: divide the output by `labels` (noise std; VE only).
+      num_classes: > 0 adds a learned class embedding (num_classes + 1 rows, the last the
+        null class) to the time embedding; 0 leaves the network unconditional on classes.
     """
 
     image_size: int = 32
@@ -78,6 +107,7 @@ class DDPM(nn.Module):
     resamp_with_conv: bool = True
     conditional: bool = True
     scale_by_sigma: bool = False
+    num_classes: int = 0
 
     def check(self, x_shape: tuple[int, ...]):
         """Raise ConfigError (one line naming the key) for an impossible configuration."""
@@ -102,19 +132,23 @@ class DDPM(nn.Module):
         return h
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, labels: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, labels: jnp.ndarray, train: bool = False,
+                 class_labels: jnp.ndarray | None = None) -> jnp.ndarray:
         """Predict the noise (VP) or the scaled score (VE) of a batch.
 
         Args:
           x: images [B, H, W, C].
           labels: [B] time / noise labels (embedded as given).
           train: enable dropout (needs the 'dropout' rng).
+          class_labels: [B] int classes (num_classes = the null class); needed when
+            model.num_classes > 0, ignored otherwise.
 
         Returns:
           [B, H, W, C].
         """
         self.check(x.shape)
         temb = self._time_embedding(labels)  # [B, 4 nf]
+        temb = class_embedding(temb, class_labels, self.num_classes, self.conditional)
         h = x if self.centered else 2 * x - 1.0
         hs = [layers.conv3x3(h, self.nf)]  # [B, H, W, nf]
         for level, mult in enumerate(self.ch_mult):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import layers
-from models.ddpm import check_common, check_unet_shapes
+from models.ddpm import check_common, check_unet_shapes, class_embedding
 from models.layers import act
 from utils import ConfigError, choose
 
@@ -51,6 +51,8 @@ class NCSNpp(nn.Module):
       fourier_scale: std of the Gaussian Fourier frequencies.
       init_scale: init scale of the last conv of each block and of attention outputs.
       scale_by_sigma: divide the output by `labels` (noise std; VE only).
+      num_classes: > 0 adds a learned class embedding (num_classes + 1 rows, the last the
+        null class) to the time embedding; 0 leaves the network unconditional on classes.
     """
 
     image_size: int = 32
@@ -74,6 +76,7 @@ class NCSNpp(nn.Module):
     fourier_scale: float = 16.0
     init_scale: float = 0.0
     scale_by_sigma: bool = True
+    num_classes: int = 0
 
     def check(self, x_shape: tuple[int, ...]):
         """Raise ConfigError (one line naming the key) for an impossible configuration."""
@@ -189,19 +192,23 @@ class NCSNpp(nn.Module):
         return pyramid if self.progressive == "output_skip" else h
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, labels: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, labels: jnp.ndarray, train: bool = False,
+                 class_labels: jnp.ndarray | None = None) -> jnp.ndarray:
         """Predict the noise (VP) or the scaled score (VE) of a batch.
 
         Args:
           x: images [B, H, W, C].
           labels: [B] noise std sigma ('fourier') or time labels ('positional').
           train: enable dropout (needs the 'dropout' rng).
+          class_labels: [B] int classes (num_classes = the null class); needed when
+            model.num_classes > 0, ignored otherwise.
 
         Returns:
           [B, H, W, C].
         """
         self.check(x.shape)
         temb = self._time_embedding(labels)  # [B, 4 nf]
+        temb = class_embedding(temb, class_labels, self.num_classes, self.conditional)
         h = x if self.centered else 2 * x - 1.0
         hs = self._down(h, temb, train)
         h = hs[-1]  # [B, H / 2**(L-1), W / 2**(L-1), nf * ch_mult[-1]]

@@ -297,7 +297,9 @@ class UNetCond(nn.Module):
       context_dim: width D of the context tokens. use_linear_projection: Dense proj_in/out.
       norm_num_groups, norm_eps: resnet GroupNorm. dropout: resnet/attention dropout.
       flip_sin_to_cos, freq_shift: the sinusoidal time projection (SD: True, 0).
-      num_classes: > 0 adds a learned class embedding to the time embedding.
+      num_classes: > 0 adds a learned class embedding (`class_embedding`) to the time
+        embedding: num_classes rows, as diffusers' `num_class_embeds` (checkpoint parity),
+        so a run guided over K classes sets num_classes = K + 1 and uses K as the null class.
       coord_channels: append two channels of pixel coordinates (row, column in [-1, 1]) to
         the input before conv_in (CoordConv). Convolutions are translation-equivariant, so
         without them the only cue to absolute position is the zero padding at the borders and

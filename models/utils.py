@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 import sde_lib
@@ -186,5 +187,33 @@ def get_score_fn(sde, model, variables, continuous: bool = True, train: bool = F
         out = both(param.input_fn(x2, t2), param.label_fn(t2))
         s_c, s_u = jnp.split(param.to_score(out, x2, t2), 2, axis=0)
         return s_u + guidance_scale * (s_c - s_u)
+
+    return guided_score_fn
+
+
+def classifier_guided_score_fn(score_fn, log_prob_fn, label, scale):
+    """Classifier guidance (Song et al. 2021, Sec. 5 and App. I; Dhariwal & Nichol 2021):
+    score_fn(x, t) + scale * grad_x log p_t(y | x).
+
+    Args:
+      score_fn: the (unconditional) score, score_fn(x, t) -> [B, ...].
+      log_prob_fn: log_prob_fn(x, t) -> [B, K] log p_t(k | x) of a noise-conditional
+        classifier (normalised over k), e.g. `GaussianMixture.log_class_posterior` closed over
+        its SDE.
+      label: the class y, an int or [B] ints in [0, K).
+      scale: the guidance scale (1: the class-conditional score; may be traced).
+    Returns:
+      A pure function guided_score_fn(x, t) -> [B, ...].
+    """
+
+    def log_p_y(x, t):  # sum over the batch: each example's gradient is its own
+        log_p = log_prob_fn(x, t)  # [B, K]
+        y = jnp.broadcast_to(jnp.asarray(label, jnp.int32), log_p.shape[:1])
+        return jnp.sum(jnp.take_along_axis(log_p, y[:, None], axis=-1))
+
+    grad_fn = jax.grad(log_p_y)
+
+    def guided_score_fn(x, t):
+        return score_fn(x, t) + scale * grad_fn(x, t)
 
     return guided_score_fn

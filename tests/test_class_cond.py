@@ -1,0 +1,177 @@
+"""Class-conditional networks, classifier-free and classifier guidance over classes, and the
+noise-conditional classifier run: guidance checked with the exact parts of a Gaussian mixture
+(analytic.py), the class embedding and label dropout, and the CLI on tiny digits runs."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import analytic
+import evaluation
+import losses
+import sampling
+import sde_lib
+from models import ddpm, ncsnpp
+from models import utils as mutils
+
+# Three well separated 2-D components of unequal weight: a class is identifiable from x(0).
+MIXTURE = analytic.GaussianMixture(weights=[0.5, 0.3, 0.2],
+                                   means=[[-2.5, 0.0], [2.5, 0.0], [0.0, 3.0]],
+                                   stds=[[0.5, 0.3], [0.3, 0.6], [0.4, 0.4]])
+N = 1000  # samples per energy distance
+SDES = {"vp": sde_lib.VPSDE(0.1, 20.0, N=400), "ve": sde_lib.VESDE(0.01, 10.0, N=400)}
+
+
+def _key(seed: int):
+    return jax.random.key(seed, impl="rbg")
+
+
+def _guided(sde, label, scale=1.0):
+    log_prob_fn = lambda x, t: MIXTURE.log_class_posterior(sde, x, t)
+    return mutils.classifier_guided_score_fn(MIXTURE.score_fn(sde), log_prob_fn, label, scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Classifier guidance with the exact mixture score and noisy-class posterior
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SDES))
+def test_guided_score_at_scale_one_is_the_class_score(name):
+    sde = SDES[name]
+    x = jax.random.normal(_key(0), (64, 2)) * 3.0
+    t = jax.random.uniform(_key(1), (64,), minval=sde.eps, maxval=sde.T)
+    for k in range(3):
+        np.testing.assert_allclose(_guided(sde, k)(x, t), MIXTURE.class_score_fn(sde, k)(x, t),
+                                   rtol=1e-4, atol=1e-4)
+    # scale 0 is the unconditional score; per-example labels pick per-example classes
+    np.testing.assert_allclose(_guided(sde, 1, 0.0)(x, t), MIXTURE.score_fn(sde)(x, t))
+    labels = jnp.arange(64) % 3
+    mixed = _guided(sde, labels)(x, t)
+    for k in range(3):
+        np.testing.assert_allclose(mixed[labels == k],
+                                   MIXTURE.class_score_fn(sde, k)(x, t)[labels == k],
+                                   rtol=1e-4, atol=1e-4)
+
+
+def _true_spread(k: int) -> float:
+    """The largest energy distance between two true samples of component k (5 pairs)."""
+    one = analytic.GaussianMixture([1.0], MIXTURE.means[k:k + 1], MIXTURE.stds[k:k + 1])
+    return max(float(evaluation.energy_distance(one.sample(_key(100 + 2 * i), N),
+                                                one.sample(_key(101 + 2 * i), N)))
+               for i in range(5)), one
+
+
+CASES = [("vp", "pc"), ("ve", "pc"), ("vp", "dpm_solver++")]
+
+
+@pytest.mark.parametrize("name,method", CASES)
+def test_classifier_guided_sampling_draws_the_requested_component(name, method):
+    sde = SDES[name]
+    if method == "pc":
+        sampler = sampling.get_pc_sampler(sde, (N, 2), "reverse_diffusion", "none")
+    else:
+        sampler = sampling.get_fast_sampler(sde, (N, 2), method, steps=30)
+    run = jax.jit(lambda rng, label: sampler(rng, _guided(sde, label))[0])
+    for k in (0, 2):  # the heaviest and the lightest component
+        x = run(_key(10 + k), k)
+        spread, one = _true_spread(k)
+        ed = float(evaluation.energy_distance(x, one.sample(_key(200 + k), N)))
+        assert ed < spread, (name, method, k, ed, spread)
+        posterior = MIXTURE.log_class_posterior(sde, x, jnp.full((N,), sde.eps))
+        assert float(jnp.mean(jnp.argmax(posterior, -1) == k)) > 0.97
+
+
+# ---------------------------------------------------------------------------------------------
+# Class embedding of the score networks
+# ---------------------------------------------------------------------------------------------
+
+TINY = dict(image_size=8, num_channels=1, nf=8, ch_mult=(1,), num_res_blocks=1,
+            attn_resolutions=(), dropout=0.0)
+NETS = {
+    "ddpm": lambda **kw: ddpm.DDPM(**TINY, **kw),
+    "ddpmpp": lambda **kw: ncsnpp.NCSNpp(**TINY, fir=False, progressive_input="none",
+                                         embedding_type="positional", scale_by_sigma=False,
+                                         init_scale=1.0, **kw),
+}
+
+
+def _init(net, x, t, **cond):
+    return net.init(_key(0), x, t, **cond)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_class_embedding_depends_on_the_label_and_zero_classes_is_unchanged(name):
+    x = jax.random.normal(_key(3), (3, 8, 8, 1))
+    t = jnp.array([10.0, 300.0, 900.0])
+    plain = NETS[name]()
+    cond = NETS[name](num_classes=4)
+    y = jnp.array([0, 2, 4])  # 4: the null class
+    v0, v4 = _init(plain, x, t), _init(cond, x, t, class_labels=y)
+    table = v4["params"]["class_embedding"]["embedding"]
+    assert table.shape == (5, 32)  # num_classes + 1 rows of the 4 nf time embedding
+    rest = {k: v for k, v in v4["params"].items() if k != "class_embedding"}
+    assert jax.tree.structure(rest) == jax.tree.structure(v0["params"])
+    jax.tree.map(np.testing.assert_array_equal, rest, v0["params"])  # same init, same names
+    out0 = plain.apply(v0, x, t)
+    # with a zero table the conditional network computes the unconditional one exactly
+    zero = {"params": {**rest, "class_embedding": {"embedding": jnp.zeros_like(table)}}}
+    np.testing.assert_array_equal(cond.apply(zero, x, t, class_labels=y), out0)
+    # trained-like parameters (the last conv starts near zero): the output moves with the
+    # label, and only with the label
+    leaves, tree = jax.tree.flatten(v4["params"])
+    noisy = [a + 0.1 * jax.random.normal(_key(4 + i), a.shape) for i, a in enumerate(leaves)]
+    v = {"params": jax.tree.unflatten(tree, noisy)}
+    a = cond.apply(v, x, t, class_labels=jnp.array([1, 1, 1]))
+    b = cond.apply(v, x, t, class_labels=jnp.array([3, 3, 3]))
+    assert float(jnp.abs(a - b).mean()) > 1e-2 * float(jnp.abs(a).mean())
+    np.testing.assert_array_equal(a, cond.apply(v, x, t, class_labels=jnp.array([1, 1, 1])))
+    with pytest.raises(Exception, match="model.num_classes=4"):
+        cond.apply(v, x, t)
+
+
+def test_classifier_free_guidance_over_classes_is_one_batched_call():
+    sde = SDES["vp"]
+    net = NETS["ddpmpp"](num_classes=4)
+    x = jax.random.normal(_key(5), (3, 8, 8, 1))
+    t = jnp.array([0.1, 0.5, 0.9])
+    y = jnp.array([0, 1, 2])
+    v = _init(net, x, t * 999, class_labels=y)
+    v = {"params": {**v["params"], "class_embedding": {
+        "embedding": jax.random.normal(_key(6), (5, 32))}}}
+    cond = mutils.get_score_fn(sde, net, v, class_labels=y)(x, t)
+    null = mutils.get_score_fn(sde, net, v, class_labels=jnp.full((3,), 4))(x, t)
+    for w in (0.0, 1.0, 3.0):
+        guided = mutils.get_score_fn(sde, net, v, class_labels=y, guidance_scale=w,
+                                     null_class_labels=4)(x, t)
+        np.testing.assert_allclose(guided, null + w * (cond - null), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Label dropout for classifier-free guidance
+# ---------------------------------------------------------------------------------------------
+
+
+def test_label_dropout_rate_and_null_class():
+    labels = jnp.arange(20000) % 7
+    for p in (0.0, 0.1, 0.3):
+        out = losses.drop_class_labels(_key(7), labels, p, num_classes=7)
+        dropped = np.asarray(out != labels)
+        assert abs(dropped.mean() - p) < 4 * np.sqrt(p * (1 - p) / len(labels)) + 1e-9
+        assert np.all(np.asarray(out)[dropped] == 7)  # dropped labels are the null class
+        np.testing.assert_array_equal(np.asarray(out)[~dropped], np.asarray(labels)[~dropped])
+
+    seen = []
+
+    def base(rng, params, batch):
+        seen.append(batch["class_labels"])
+        return jnp.zeros(batch["x"].shape[0])
+
+    loss_fn = losses.with_label_dropout(base, 0.5, 3)
+    loss_fn(_key(8), None, {"x": jnp.zeros((4000, 2)), "class_labels": jnp.ones(4000, int)})
+    assert 0.45 < float(jnp.mean(seen[0] == 3)) < 0.55
+    with pytest.raises(Exception, match="training.cond_drop_prob"):
+        losses.with_label_dropout(base, 1.0, 3)
