@@ -270,6 +270,10 @@ def evaluate(config, workdir: str) -> dict:
 
     if tasks.task_of(config) in tasks.IMAGE_TASKS:
         return tasks.evaluate(config, workdir)
+    import class_lib  # sampling.task='class': offline classifier accuracy, fd_digits
+
+    if class_lib.handles(config):
+        return class_lib.evaluate(config, workdir)
     if pipeline.is_text_run(config):
         return text_eval.evaluate(config, workdir)
     exp = run_lib.build(config)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 import sde_lib
+from models import classifier as classifier_mod
 from models import utils as mutils
 from utils import ConfigError, batch_sum, bcast, choose
 
@@ -197,6 +198,25 @@ def get_edm_loss_fn(sde, model, train, reduce_mean=True, P_mean=-1.2, P_std=1.2)
         denoised = x_t + bcast(sigma**2, x_t) * score_fn(x_t, sigma)  # D(x_t; sigma)
         weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
         return weight * _reduce((denoised - batch) ** 2, reduce_mean)
+
+    return loss_fn
+
+
+def get_classifier_loss_fn(sde, classifier, train: bool):
+    """Cross-entropy of a noise-conditional classifier on perturbed data of `sde`:
+    -log p_t(y | x(t)), x(t) = alpha(t) x(0) + sigma(t) z, t ~ U[eps, T] (Song et al. 2021,
+    App. I.1). Batches are {'x' [B, ...], 'class_labels' [B]}; returns [B]."""
+    def loss_fn(rng, params, batch):
+        x, cond = split_batch(batch)
+        t_rng, z_rng, d_rng = jax.random.split(rng, 3)
+        t = jax.random.uniform(t_rng, (x.shape[0],), minval=sde.eps, maxval=sde.T)
+        mean, std = sde.marginal_prob(x, t)
+        x_t = mean + bcast(std, x) * jax.random.normal(z_rng, x.shape)
+        logits = classifier_mod.noisy_logits(classifier, {"params": params}, sde, x_t, t,
+                                             train, d_rng)
+        log_p = jax.nn.log_softmax(logits, axis=-1)  # [B, K]
+        y = cond["class_labels"].astype(jnp.int32)
+        return -jnp.take_along_axis(log_p, y[:, None], axis=-1)[:, 0]
 
     return loss_fn
 

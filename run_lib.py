@@ -139,8 +139,12 @@ def override(config, updates: dict):
 def init_params(config, exp: Experiment):
     x = jnp.zeros((1,) + exp.shape)
     labels = jnp.ones((1,))
+    # class-conditional networks (model.num_classes > 0) create their class embedding
+    cond = {"class_labels": jnp.zeros((1,), jnp.int32)} if getattr(exp.model, "num_classes",
+                                                                   0) else {}
     k_params, k_drop = jax.random.split(_key(config, STREAM_INIT))
-    return exp.model.init({"params": k_params, "dropout": k_drop}, x, labels, train=False)["params"]
+    return exp.model.init({"params": k_params, "dropout": k_drop}, x, labels, train=False,
+                          **cond)["params"]
 
 
 def init_state(make_params, optimizer, mesh) -> losses.TrainState:
@@ -399,9 +403,17 @@ def score_parts(config, workdir: str) -> RunParts:
 
 
 def get_parts(config, workdir: str) -> RunParts:
-    """The run's parts by its kind (`pipeline.run_kind`): score, autoencoder or text."""
-    import pipeline  # the conditional / latent runs build on this module
+    """The run's parts by its kind (`pipeline.run_kind`): score, autoencoder or text; and a
+    noise-conditional classifier (`classifier_lib`) or a class-conditional score run
+    (`class_lib`)."""
+    import class_lib  # the conditional / latent runs build on this module
+    import classifier_lib
+    import pipeline
 
+    if classifier_lib.is_classifier_run(config):
+        return classifier_lib.get_parts(config, workdir)
+    if class_lib.is_class_run(config):
+        return class_lib.class_parts(config, workdir)
     kind = pipeline.run_kind(config)
     return score_parts(config, workdir) if kind == "score" else pipeline.get_parts(config,
                                                                                    workdir)
@@ -521,7 +533,8 @@ _load_ema = load_ema  # the former private name
 
 def sample(config, workdir: str) -> str:
     """Write samples of the latest checkpoint (and a TensorBoard image); returns the .npz path.
-    Text runs sample their prompts (`pipeline.sample`)."""
+    Text runs sample their prompts (`pipeline.sample`); sampling.task='class' and
+    class-conditional runs sample classes (`class_lib.sample`)."""
     from tensorboardX import SummaryWriter
 
     import pipeline
@@ -531,6 +544,12 @@ def sample(config, workdir: str) -> str:
 
     if tasks.task_of(config) in tasks.IMAGE_TASKS:
         return tasks.sample(config, workdir)
+    import class_lib  # sampling.task='class', and class-conditional runs
+    import classifier_lib
+
+    classifier_lib.reject_mode(config, "sample")
+    if class_lib.handles(config):
+        return class_lib.sample(config, workdir)
     if pipeline.is_text_run(config):
         return pipeline.sample(config, workdir)
     exp = build(config)

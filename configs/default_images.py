@@ -23,6 +23,7 @@ DDPM = dict(
     resamp_with_conv=True,
     conditional=True,
     scale_by_sigma=False,
+    num_classes=0,  # > 0: class embedding (classifier-free guidance over classes)
 )
 
 # NCSN++ for VE SDEs (Song et al. 2021, App. H): BigGAN blocks, FIR resampling, a residual
@@ -46,6 +47,7 @@ NCSNPP = dict(
     fourier_scale=16.0,
     init_scale=0.0,
     scale_by_sigma=True,
+    num_classes=0,  # > 0: class embedding (classifier-free guidance over classes)
 )
 
 # DDPM++ for VP / sub-VP SDEs: NCSN++ without FIR and input pyramid, with sinusoidal
@@ -87,6 +89,7 @@ def get_default_configs():
     training.eps = ml_collections.config_dict.placeholder(float)  # None: the SDE's default
     training.P_mean = -1.2  # training.method='edm': ln sigma ~ N(P_mean, P_std^2)
     training.P_std = 1.2
+    training.cond_drop_prob = 0.1  # class runs: label -> null class (classifier-free guidance)
     training.compute_dtype = "float32"  # float32 | bfloat16 (activations; params stay float32)
 
     config.sampling = sampling = ml_collections.ConfigDict()
@@ -124,6 +127,12 @@ def get_default_configs():
     sampling.strength = 0.5  # img2img: start at strength * T (0: the input, 1: unconditional)
     sampling.jump_length = 10  # RePaint (sampling.method='pc'): steps between jumps back
     sampling.resample_times = 1  # RePaint: passes over each stretch (1: plain replacement)
+    # sampling.task='class': classifier-free guidance (model.num_classes > 0) and/or classifier
+    # guidance by a noise-conditional classifier run (configs/digits/classifier.py)
+    sampling.class_label = -1  # a class in [0, num_classes), or -1: each class in turn
+    sampling.guidance_scale = 1.0  # classifier-free: s_u + w (s_c - s_u); 1: conditional
+    sampling.classifier_workdir = ""  # a classifier run's workdir ('' = no classifier)
+    sampling.classifier_scale = 1.0  # score + scale * grad log p_t(y | x)
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 9  # checkpoints are counted in units of training.snapshot_freq

@@ -26,6 +26,7 @@ def get_default_configs():
     training.eps = ml_collections.config_dict.placeholder(float)  # None: the SDE's default
     training.P_mean = -1.2  # training.method='edm': ln sigma ~ N(P_mean, P_std^2)
     training.P_std = 1.2
+    training.cond_drop_prob = 0.1  # class runs: label -> null class (classifier-free guidance)
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"  # pc | ode | ald | a fast solver (below)
@@ -62,6 +63,10 @@ def get_default_configs():
     sampling.strength = 0.5
     sampling.jump_length = 10
     sampling.resample_times = 1
+    sampling.class_label = -1
+    sampling.guidance_scale = 1.0
+    sampling.classifier_workdir = ""
+    sampling.classifier_scale = 1.0
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.num_samples = 2000

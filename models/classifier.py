@@ -7,12 +7,16 @@ reads every SDE's noise levels the same way.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
+import sde_lib
 from models import layers
 from models.ddpm import check_common, check_unet_shapes
 from models.layers import act
-from utils import ConfigError
+from utils import ConfigError, bcast
+
+SIGMA_DATA = 0.5  # assumed data std of the input scaling 1 / sqrt(alpha^2 sigma_data^2 + sigma^2)
 
 
 class NoiseClassifier(nn.Module):
@@ -76,3 +80,23 @@ class NoiseClassifier(nn.Module):
         h = act(layers.group_norm(h.shape[-1])(h))
         h = jnp.mean(h, axis=(1, 2))  # [B, nf * ch_mult[-1]]
         return nn.Dense(self.num_classes, kernel_init=layers.default_init())(h)  # [B, K]
+
+
+def noisy_logits(net: NoiseClassifier, variables, sde, x, t, train: bool = False, rng=None):
+    """Logits [B, K] of x(t) [B, H, W, C] at times t [B] under `sde`: the network reads
+    x(t) / sqrt(alpha^2 SIGMA_DATA^2 + sigma^2) (about unit variance at every t) and lambda(t).
+
+    Args:
+      net: the classifier. variables: {'params': ...}. sde: the SDE x(t) was perturbed by.
+      x: noisy images [B, H, W, C]. t: [B] times. train: dropout on (needs `rng`).
+    """
+    alpha, sigma = sde.marginal_coef(t)
+    c_in = 1.0 / jnp.sqrt(alpha**2 * SIGMA_DATA**2 + sigma**2)  # [B]
+    rngs = {"dropout": rng} if (train and rng is not None) else None
+    return net.apply(variables, bcast(c_in, x) * x, sde_lib.log_snr(sde, t), train=train,
+                     rngs=rngs)
+
+
+def get_log_prob_fn(net: NoiseClassifier, variables, sde):
+    """log_prob_fn(x [B, ...], t [B]) -> [B, K] log p_t(k | x), for classifier guidance."""
+    return lambda x, t: jax.nn.log_softmax(noisy_logits(net, variables, sde, x, t), axis=-1)

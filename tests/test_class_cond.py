@@ -4,18 +4,30 @@ noise-conditional classifier run: guidance checked with the exact parts of a Gau
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import analytic
+import class_lib
+import datasets
+import eval_lib
 import evaluation
 import losses
+import run_lib
 import sampling
 import sde_lib
 from models import ddpm, ncsnpp
 from models import utils as mutils
+from tests import digits_tiny
+from tests.image_runs import check, finish, finish_reference, start, start_reference, train_args
+from utils import ConfigError
 
 # Three well separated 2-D components of unequal weight: a class is identifiable from x(0).
 MIXTURE = analytic.GaussianMixture(weights=[0.5, 0.3, 0.2],
@@ -175,3 +187,161 @@ def test_label_dropout_rate_and_null_class():
     assert 0.45 < float(jnp.mean(seen[0] == 3)) < 0.55
     with pytest.raises(Exception, match="training.cond_drop_prob"):
         losses.with_label_dropout(base, 1.0, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI on tiny 8x8 digits runs: a class-conditional run, a classifier run guiding the shared
+# unconditional reference run, and the one-line errors (in-process)
+# ---------------------------------------------------------------------------------------------
+
+CLASS_CONFIG = """from tests import digits_tiny
+
+
+def get_config():
+    config = digits_tiny.get_config()
+    config.model.num_classes = 10
+    config.training.cond_drop_prob = 0.2
+    return config
+"""
+
+CLASSIFIER_CONFIG = """import ml_collections
+
+from tests import digits_tiny
+
+
+def get_config():
+    config = digits_tiny.get_config()
+    config.classifier = ml_collections.ConfigDict(
+        dict(num_classes=10, nf=8, ch_mult=(1, 2), num_res_blocks=1, dropout=0.0))
+    return config
+"""
+
+
+def _write_config(root, name: str, text: str) -> str:
+    path = os.path.join(str(root), f"{name}.py")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Trained tiny runs: {'class': class-conditional, 'classifier': noise classifier,
+    'uncond': a copy of the session's unconditional reference run}, plus their configs."""
+    root = tmp_path_factory.mktemp("class_cond")
+    base = tmp_path_factory.getbasetemp()
+    configs = {"class": _write_config(root, "class_tiny", CLASS_CONFIG),
+               "classifier": _write_config(root, "classifier_tiny", CLASSIFIER_CONFIG)}
+    dirs = {k: str(root / k) for k in configs}
+    procs = [start([f"--config={configs[k]}", f"--workdir={dirs[k]}"], base) for k in configs]
+    ref, ref_proc = start_reference(tmp_path_factory)
+    for k, proc in zip(configs, procs, strict=True):
+        check(finish(proc), f"{k} training")
+    finish_reference(ref_proc)
+    dirs["uncond"] = str(root / "uncond")
+    shutil.copytree(ref, dirs["uncond"], ignore=shutil.ignore_patterns("samples", "tb", "eval"))
+    return dirs, configs
+
+
+def test_cli_class_conditional_and_classifier_guided_sampling(runs, tmp_path_factory):
+    dirs, configs = runs
+    base = tmp_path_factory.getbasetemp()
+    with open(os.path.join(dirs["classifier"], "classifier.json")) as f:
+        info = json.load(f)
+    assert info["sde"] == {"name": "vpsde", "beta_0": 0.1, "beta_1": 20.0}
+    assert info["image_shape"] == [8, 8, 1] and info["num_classes"] == 10
+    assert [r["t"] for r in info["test_accuracy"]] == pytest.approx([1e-3, 0.25, 0.5, 0.75, 1])
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in info["test_accuracy"])
+
+    cond = start([f"--config={configs['class']}", f"--workdir={dirs['class']}", "--mode=sample",
+                  "--config.sampling.task=class", "--config.sampling.class_label=3",
+                  "--config.sampling.guidance_scale=2.0", "--config.sampling.num_samples=5"],
+                 base)
+    guided = start(train_args(dirs["uncond"], "--mode=sample", "--config.sampling.task=class",
+                              f"--config.sampling.classifier_workdir={dirs['classifier']}",
+                              "--config.sampling.classifier_scale=2.0"), base)
+    for proc, wd, labels, w in ((cond, dirs["class"], [3] * 5, 2.0),
+                                (guided, dirs["uncond"], list(range(8)), 1.0)):
+        out = check(finish(proc), "class sampling")[1]
+        path = os.path.join(wd, "samples", "class_4.npz")
+        assert path in out
+        with np.load(path) as d:
+            x = d["samples"]
+            assert x.shape == (len(labels), 8, 8, 1) and np.all(np.isfinite(x))
+            assert 0.0 <= x.min() and x.max() <= 1.0
+            assert d["labels"].tolist() == labels and float(d["guidance_scale"]) == w
+            assert int(d["nfe"]) == 50
+        assert os.path.exists(path[:-4] + ".png")
+    with np.load(os.path.join(dirs["uncond"], "samples", "class_4.npz")) as d:
+        assert float(d["classifier_scale"]) == 2.0
+    # the class-conditional run's training snapshot shows each class in turn
+    with np.load(os.path.join(dirs["class"], "samples", "samples_4.npz")) as d:
+        assert d["labels"].tolist() == list(range(8))
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def _error(fn, config, workdir, match):
+    before = sorted(os.listdir(os.path.join(workdir, "samples"))) \
+        if os.path.isdir(os.path.join(workdir, "samples")) else []
+    with pytest.raises(ConfigError, match=match) as err:
+        fn(config, workdir)
+    assert "\n" not in str(err.value)
+    after = sorted(os.listdir(os.path.join(workdir, "samples"))) \
+        if os.path.isdir(os.path.join(workdir, "samples")) else []
+    assert after == before  # nothing written
+
+
+def test_bad_class_inputs_are_one_line_errors(runs):
+    dirs, configs = runs
+
+    def cfg(path=None, **sampling):
+        config = _load(path) if path else digits_tiny.get_config()
+        config.sampling.update(dict(task="class", **sampling))
+        return config
+
+    _error(run_lib.sample, cfg(configs["class"], class_label=10), dirs["class"],
+           r"sampling.class_label: 10 is outside \[0, 10\)")
+    _error(run_lib.sample, cfg(configs["class"], class_label=-2), dirs["class"],
+           "sampling.class_label")
+    _error(run_lib.sample, cfg(configs["class"], guidance_scale=-1.0), dirs["class"],
+           "sampling.guidance_scale")
+    _error(run_lib.sample, cfg(), dirs["uncond"], "sampling.classifier_workdir: .*needs a "
+           "noise-conditional classifier")
+    _error(run_lib.sample, cfg(classifier_workdir=dirs["uncond"]), dirs["uncond"],
+           "sampling.classifier_workdir: .* is not a classifier run")
+    other_sde = cfg(classifier_workdir=dirs["classifier"])
+    other_sde.training.sde = "vesde"
+    _error(run_lib.sample, other_sde, dirs["uncond"],
+           "sampling.classifier_workdir: .* trained for the SDE")
+    other_beta = cfg(classifier_workdir=dirs["classifier"])
+    other_beta.model.beta_max = 10.0
+    _error(run_lib.sample, other_beta, dirs["uncond"], "trained for the SDE")
+    other_size = cfg(classifier_workdir=dirs["classifier"])
+    other_size.data.image_size = 16
+    _error(run_lib.sample, other_size, dirs["uncond"],
+           r"sampling.classifier_workdir: .*shape \(8, 8, 1\)")
+    _error(run_lib.sample, cfg(classifier_workdir=dirs["classifier"], class_label=12),
+           dirs["uncond"], r"sampling.class_label: 12 is outside \[0, 10\)")
+    _error(run_lib.sample, _load(configs["classifier"]), dirs["classifier"],
+           "--mode sample: a classifier run")
+    _error(eval_lib.evaluate, _load(configs["classifier"]), dirs["classifier"],
+           "--mode eval: a classifier run")
+
+
+def test_class_accuracy_of_the_offline_classifier_on_true_digits():
+    source = datasets.get_dataset("digits", "test", 16, 1)
+    tables = class_lib.labelled_tables(source)
+    net = evaluation.load_digits_classifier()
+    _, logits = evaluation.network_features(net, tables["x"].astype(np.float32) / 255.0)
+    acc = class_lib.class_accuracy(logits, tables["class_labels"])
+    assert acc["class_accuracy"] > 0.9  # true digits of their own labels
+    assert sorted(k for k in acc if k != "class_accuracy") == [f"class_accuracy_{k}"
+                                                                for k in range(10)]
+    wrong = class_lib.class_accuracy(logits, (tables["class_labels"] + 1) % 10)
+    assert wrong["class_accuracy"] < 0.1  # and not of shifted ones
