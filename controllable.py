@@ -188,7 +188,8 @@ def get_repaint_sampler(sde, shape, project, jump_length=10, resample_times=1,
     """The replacement PC sampler on RePaint's schedule (repaint_schedule): each reverse step is
     the PC step of sampling.get_pc_sampler with `project` after its corrector and predictor;
     each jump draws x(t_to) from the forward kernel and projects it. With resample_times = 1 the
-    schedule has no jumps and the result equals get_pc_sampler(..., project=project) bit for bit.
+    schedule has no jumps and, with the same keys, the result equals get_pc_sampler(...,
+    project=project) up to float rounding (XLA fuses the step inside lax.cond differently).
 
     Args:
       sde, shape, predictor, corrector, snr, n_steps, probability_flow, denoise, eps: as in
