@@ -9,7 +9,16 @@ unknown coordinates to exact samples of p(x_B | x_A), beside the true-vs-true sp
 unconditional samples' distance, with the exact score (VP SDE, N = 200). Digits half (with
 --workdir, a trained run with its fid_stats): each task on the test images at the run's own
 sampler and at DPM-Solver++(2M) with 20 steps: masked-region MSE / PSNR against the test image,
-fd_digits of the results, and the warm seconds per image.
+fd_digits of the results, and the warm seconds per image. Class half (--class-workdir, a
+trained configs/digits/vp_ddpmpp_class.py run, and/or --classifier-workdir, a
+configs/digits/classifier.py run used with the unconditional --workdir): each class in turn,
+the offline digits classifier's accuracy on the requested class, fd_digits against the training
+statistics of --workdir, and the warm seconds per image, at the run's own sampler and at
+DPM-Solver++(2M) with 10 steps (the README's recommended digits default).
+
+    python bench/controllable.py --digits-only --config configs/digits/vp_ddpmpp.py \
+        --workdir runs/digits_vp --tasks class --class-workdir runs/digits_class \
+        --classifier-workdir runs/digits_classifier
 """
 
 from __future__ import annotations
@@ -85,25 +94,30 @@ def analytic_table(n: int) -> str:
 
 
 def digits_table(config_path: str, workdir: str, num: int, only: str = "") -> str:
+    """Each task on a trained image run's test images (digits; RGB runs add colourisation),
+    at the run's sampler and DPM-Solver++(2M) with 20 steps; the Fréchet distance when the
+    run has reference statistics."""
     import eval_lib
     import run_lib
     import tasks
 
-    spec = importlib.util.spec_from_file_location("cfg", config_path)
-    cfg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cfg)
-    base = cfg.get_config()
+    base = _load_config(config_path)
     exp = run_lib.build(base)
     params, step = run_lib.load_ema(base, exp, workdir)
-    net = eval_lib.feature_network(base)
-    mu, cov, _ = eval_lib.reference_stats(base, workdir, net)
+    net, ref = None, None
+    if os.path.exists(eval_lib.stats_path(base, workdir)):
+        net = eval_lib.feature_network(base)
+        ref = eval_lib.reference_stats(base, workdir, net)[:2]
+    fd_name = evaluation.metric_names(net)["frechet_distance"] if net else "Fréchet distance"
     settings = [("inpaint", {"mask": "centre_square"}), ("inpaint", {"mask": "left_half"}),
                 ("inpaint", {"mask": "centre_square", "resample_times": 2}),
                 ("img2img", {"strength": 0.5}), ("img2img", {"strength": 0.5, "mask": "left_half"})]
+    if exp.shape[-1] == 3:
+        settings.append(("colorize", {}))
     fast = {"method": "dpm_solver++", "steps": 20}
-    out = [f"digits checkpoint {step}, {num} test images per row", "",
-           "| task | settings | sampler | NFE | masked MSE | masked PSNR dB | fd_digits | "
-           "s / image |", "|:--|:--|:--|--:|--:|--:|--:|--:|"]
+    out = [f"{base.data.dataset} checkpoint {step}, {num} test images per row", "",
+           "| task | settings | sampler | NFE | masked MSE | masked PSNR dB | "
+           f"{fd_name} | s / image |", "|:--|:--|:--|--:|--:|--:|--:|--:|"]
     images = None
     for task, extra in settings:
         if only and task not in only.split(","):
@@ -124,17 +138,84 @@ def digits_table(config_path: str, workdir: str, num: int, only: str = "") -> st
             sec = (time.perf_counter() - start) / num
             region = masks if (task == "inpaint" or "mask" in extra) else np.zeros_like(masks)
             m = tasks.region_metrics(results, images, region)
-            feats, _ = evaluation.network_features(net, results)
-            stats = evaluation.FeatureStats().update(feats)
-            fd = float(evaluation.frechet_distance(stats.mean, stats.cov, mu, cov))
+            fd = "n/a"
+            if net is not None:
+                feats, _ = evaluation.network_features(net, results)
+                stats = evaluation.FeatureStats().update(feats)
+                fd = f"{float(evaluation.frechet_distance(stats.mean, stats.cov, *ref)):.3f}"
             s = config.sampling
             sampler = (f"DPM-Solver++(2M) {s.steps}" if sam else
                        f"PC {s.predictor}, corrector {s.corrector}, "
                        f"{config.model.num_scales} steps")
             desc = ", ".join(f"{k}={v}" for k, v in extra.items())
             out.append(f"| {task} | {desc} | {sampler} | {nfe} | {m['masked_mse']:.4f} | "
-                       f"{m['masked_psnr']:.2f} | {fd:.3f} | {sec:.4f} |")
+                       f"{m['masked_psnr']:.2f} | {fd} | {sec:.4f} |")
             log(out[-1])
+    return "\n".join(out)
+
+
+def _load_config(path: str):
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+
+
+def class_table(uncond: tuple, class_run: tuple | None, classifier_dir: str | None,
+                num: int) -> str:
+    """Class rows: (config path, workdir) of the unconditional run (its fid_stats are the
+    reference) and of a class-conditional run; a classifier workdir for classifier guidance."""
+    import class_lib
+    import eval_lib
+    import run_lib
+
+    base = _load_config(uncond[0])
+    net = eval_lib.feature_network(base)
+    mu, cov, _ = eval_lib.reference_stats(base, uncond[1], net)
+    fast = {"sampling.method": "dpm_solver++", "sampling.steps": 10}
+    rows = []  # (label, config, workdir, overrides)
+    if class_run:
+        cfg = _load_config(class_run[0])
+        for w in (0.0, 1.0, 3.0):
+            for sam in ({}, fast):
+                if w == 0.0 and not sam:
+                    continue  # the unguided baseline at the fast sampler only
+                rows.append((f"class-conditional, guidance w={w:g}", cfg, class_run[1],
+                             {"sampling.guidance_scale": w, **sam}))
+    if classifier_dir:
+        cfg = run_lib.override(base, {"sampling.task": "class"})
+        for scale in (1.0, 3.0):
+            for sam in ({}, fast):
+                rows.append((f"classifier guidance, scale {scale:g}", cfg, uncond[1],
+                             {"sampling.classifier_workdir": classifier_dir,
+                              "sampling.classifier_scale": scale, **sam}))
+    out = [f"{num} samples per row, each class in turn; accuracy of the offline digits "
+           "classifier on the requested class; fd_digits against the training split", "",
+           "| model | sampler | NFE | class accuracy | fd_digits | s / image |",
+           "|:--|:--|--:|--:|--:|--:|"]
+    labels = (np.arange(num) % 10).astype(np.int32)
+    for label, cfg, workdir, upd in rows:
+        config = run_lib.override(cfg, {"sampling.class_label": -1, **upd})
+        exp = run_lib.build(config)
+        spec = class_lib.guidance_spec(config, exp)
+        params, step = run_lib.load_ema(config, exp, workdir)
+        bs = min(int(config.sampling.batch_size), num)
+        sampler = class_lib.ClassSampler(config, exp, spec, bs)
+        rng = jax.random.PRNGKey(0)
+        sampler(rng, params, labels[:bs])  # compiles
+        start = time.perf_counter()
+        x = sampler(rng, params, labels)
+        sec = (time.perf_counter() - start) / num
+        feats, logits = evaluation.network_features(net, eval_lib._net_images(net, x))
+        acc = class_lib.class_accuracy(logits, labels)["class_accuracy"]
+        stats = evaluation.FeatureStats().update(feats)
+        fd = float(evaluation.frechet_distance(stats.mean, stats.cov, mu, cov))
+        s = config.sampling
+        name = (f"DPM-Solver++(2M) {s.steps}" if s.method == "dpm_solver++" else
+                f"PC {s.predictor}, corrector {s.corrector}, {config.model.num_scales} steps")
+        out.append(f"| {label} (step {step}) | {name} | {sampler.nfe} | {acc:.3f} | {fd:.3f} | "
+                   f"{sec:.4f} |")
+        log(out[-1])
     return "\n".join(out)
 
 
@@ -146,7 +227,12 @@ def main():
     p.add_argument("--num-images", type=int, default=200, help="test images per digits row")
     p.add_argument("--digits-only", action="store_true", help="skip the analytic table")
     p.add_argument("--tasks", default="", help="comma-separated tasks of the digits table "
-                   "(default: all of inpaint, img2img)")
+                   "(default: all of inpaint, img2img, colorize, class)")
+    p.add_argument("--class-workdir", help="a trained configs/digits/vp_ddpmpp_class.py run")
+    p.add_argument("--class-config", default="configs/digits/vp_ddpmpp_class.py")
+    p.add_argument("--classifier-workdir", help="a trained configs/digits/classifier.py run "
+                   "(classifier guidance of the unconditional --workdir)")
+    p.add_argument("--num-class", type=int, default=500, help="samples per class row")
     args = p.parse_args()
     print(f"Machine: {machine()}\n")
     if not args.digits_only:
@@ -154,7 +240,14 @@ def main():
         print(analytic_table(args.n) + "\n", flush=True)
     if args.workdir:
         print("### Trained digits model\n")
-        print(digits_table(args.config, args.workdir, args.num_images, args.tasks))
+        if not args.tasks or set(args.tasks.split(",")) - {"class"}:
+            print(digits_table(args.config, args.workdir, args.num_images, args.tasks) + "\n")
+        if (not args.tasks or "class" in args.tasks.split(",")) and (
+                args.class_workdir or args.classifier_workdir):
+            print("### Class guidance on digits\n")
+            run = (args.class_config, args.class_workdir) if args.class_workdir else None
+            print(class_table((args.config, args.workdir), run, args.classifier_workdir,
+                              args.num_class))
 
 
 if __name__ == "__main__":
