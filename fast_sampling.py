@@ -82,6 +82,40 @@ def grid_at(sde, t) -> Grid:
     return Grid(t, alpha.reshape(t.shape), sigma.reshape(t.shape), _lam(sde, t).reshape(t.shape))
 
 
+def discrete_times(sde, timesteps, final: str = "zero") -> np.ndarray:
+    """The time grid of a sampler that visits integer training timesteps, as diffusers'
+    schedulers do on a discrete-schedule VPSDE: timestep n is t = (n + 1) / N.
+
+    Args:
+      sde: a VPSDE with a discrete schedule. timesteps: decreasing ints in [0, N), e.g. a
+        scheduler's `timesteps`. final: where the last step lands: 'zero' (t = 0: alpha = 1,
+        sigma = 0; DDIM's set_alpha_to_one, DPM-Solver's final_sigmas_type='zero') or
+        'first' (t = 1 / N, timestep 0's noise level: set_alpha_to_one=False, 'sigma_min').
+        DDIMScheduler steps from n to n - N // steps, the next timestep for its 'leading' and
+        'trailing' spacings (not for 'linspace'); DPM-Solver steps to the next timestep.
+    Returns:
+      [len(timesteps) + 1] times for `times=` of get_fast_solver / get_fast_sampler.
+    """
+    if not getattr(sde, "discrete", False):
+        raise ConfigError("discrete timesteps need a VPSDE with a discrete model.schedule")
+    choose("final", final, ("zero", "first"))
+    n = np.asarray(timesteps, np.float64)
+    if n.ndim != 1 or np.any(n < 0) or np.any(n >= sde.N) or np.any(np.diff(n) >= 0):
+        raise ConfigError(f"timesteps must decrease within [0, {sde.N}), got {n.tolist()}")
+    return np.append((n + 1.0) / sde.N, 0.0 if final == "zero" else 1.0 / sde.N)
+
+
+def _given_grid(sde, times, n: int) -> Grid:
+    """The explicit grid `times` (decreasing, in [0, T]) as an n-step Grid."""
+    t = np.asarray(times, np.float64)
+    if t.ndim != 1 or len(t) != n + 1:
+        raise ConfigError(f"sampling.times: this method and step count need {n + 1} times, "
+                          f"got {t.size}")
+    if np.any(np.diff(t) >= 0) or t[0] > sde.T or t[-1] < 0:
+        raise ConfigError(f"sampling.times must decrease within [0, {sde.T:g}], got {t.tolist()}")
+    return grid_at(sde, t)
+
+
 def time_grid(sde, schedule: str, n: int, t_end: float, rho: float, t_start=None) -> Grid:
     """n steps from T (or t_start) to t_end by `schedule` (endpoints exact)."""
     t = np.array(SCHEDULES[schedule](sde, n, t_end, rho, t_start), np.float64)
@@ -447,8 +481,11 @@ def _check_fields(method: str, order: int, steps: int, fields: dict) -> None:
                           "sampling.multistep=False (2S); choose one of: 1, 2")
 
 
-def _build(sde, method: str, steps: int, order: int, grid, f: dict, project=None):
-    """The solve(rng, score_fn, x_T) of `method`; grid(n) gives an n-step time grid."""
+def _build(sde, method: str, steps: int, order: int, grid, f: dict, project=None,
+           to_zero: bool = False):
+    """The solve(rng, score_fn, x_T) of `method`; grid(n) gives an n-step time grid; `to_zero`:
+    it ends at sigma = 0, where multistep DPM-Solver++ takes a first-order last step (its
+    higher-order weights need a finite lambda), as diffusers' final_sigmas_type='zero' does."""
     if method == "ddim":
         return ddim(sde, grid(steps), float(f["eta"]), project)
     if method == "dpm_solver" or (method == "dpm_solver++" and not f["multistep"]):
@@ -457,14 +494,18 @@ def _build(sde, method: str, steps: int, order: int, grid, f: dict, project=None
         return singlestep(sde, grid(len(orders)), orders, kind, project)
     if method in ("dpm_solver++", "unipc"):
         orders = multistep_orders(steps, order, bool(f["lower_order_final"]))
+        if to_zero:
+            orders[-1] = 1
         return multistep(sde, grid(steps), orders, method, f.get("solver_type", "bh2"), project)
     edm_fields = {k: float(v) for k, v in f.items()}
     return edm(sde, grid(-(-steps // 2)), steps, **edm_fields, project=project)
 
 
 def get_fast_solver(sde, method="dpm_solver++", steps=20, order=None, schedule="logsnr",
-                    t_end=None, rho=7.0, t_start=None, project=None, **method_fields):
-    """The fast solver from a given x(T), or x(t_start) (same arguments as get_fast_sampler).
+                    t_end=None, rho=7.0, t_start=None, project=None, times=None,
+                    **method_fields):
+    """The fast solver from a given x(T), or x(t_start), or x(times[0]) (same arguments as
+    get_fast_sampler).
 
     Returns:
       solve(rng, score_fn, x_T [B, ...]) -> (x(t_end) [B, ...], nfe int).
@@ -489,13 +530,22 @@ def get_fast_solver(sde, method="dpm_solver++", steps=20, order=None, schedule="
                 f"must be in ({t_end:g}, {sde.T:g}] (after sampling.t_end), got {t_start}")
     steps = int(steps)
     _check_fields(method, order, steps, fields)
+    if times is not None:
+        to_zero = float(np.asarray(times, np.float64).reshape(-1)[-1]) == 0.0
+        if to_zero and not (method == "ddim" or (method == "dpm_solver++" and fields["multistep"])):
+            raise ConfigError(f"sampling.times ending at t = 0 (sigma = 0) need sampling.method "
+                              f"'ddim' or multistep 'dpm_solver++', got {method!r}; end at "
+                              "t > 0 instead")
+        return _build(sde, method, steps, order, lambda n: _given_grid(sde, times, n), fields,
+                      project, to_zero)
     return _build(sde, method, steps, order,
                   lambda n: time_grid(sde, schedule, n, t_end, float(rho), t_start), fields,
                   project)
 
 
 def get_fast_sampler(sde, shape, method="dpm_solver++", steps=20, order=None, schedule="logsnr",
-                     t_end=None, rho=7.0, t_start=None, project=None, **method_fields):
+                     t_end=None, rho=7.0, t_start=None, project=None, times=None,
+                     **method_fields):
     """A fast sampler from the prior at T to t_end with exactly `steps` score evaluations.
 
     Args:
@@ -509,6 +559,9 @@ def get_fast_sampler(sde, shape, method="dpm_solver++", steps=20, order=None, sc
       t_start: the first time, in (t_end, T] (None: T); pass the state at t_start as x_init.
       project: optional hook (rng, x, t [B]) -> x applied to the state after each step at its
         new time (controllable.py's replacement of known coordinates); None: no hook.
+      times: an explicit decreasing grid in [0, T] replacing schedule, t_start and t_end
+        (e.g. discrete_times of a diffusers scheduler's timesteps); it needs as many steps as
+        the method takes for `steps` (ddim, multistep: steps; edm: ceil(steps / 2)).
       **method_fields: eta (ddim); multistep, lower_order_final (dpm_solver++); solver_type
         'bh1' | 'bh2', lower_order_final (unipc); s_churn, s_tmin, s_tmax, s_noise (edm_sde).
     Returns:
@@ -516,7 +569,7 @@ def get_fast_sampler(sde, shape, method="dpm_solver++", steps=20, order=None, sc
       replaces the prior sample as the starting state.
     """
     solve = get_fast_solver(sde, method, steps, order, schedule, t_end, rho, t_start, project,
-                            **method_fields)
+                            times, **method_fields)
 
     def sampler(rng, score_fn, x_init=None):
         x_rng, rng = jax.random.split(rng)

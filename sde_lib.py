@@ -124,22 +124,41 @@ class VESDE(SDE):
 
 
 class VPSDE(SDE):
-    """Variance preserving: beta(t) = beta_min + t (beta_max - beta_min), f = -beta x / 2."""
+    """Variance preserving: beta(t) = beta_min + t (beta_max - beta_min), f = -beta x / 2.
 
-    def __init__(self, beta_min=0.1, beta_max=20.0, N=1000, eps=1e-3):
+    With a discrete `schedule` ('linear', 'scaled_linear', 'squaredcos_cap_v2': the DDPM /
+    Stable Diffusion / improved-DDPM beta_n of diffusers' schedulers, n = 0..N-1, with
+    beta_0 = beta_min / N and beta_{N-1} = beta_max / N) alpha(t)^2 is their alphas_cumprod at
+    t_n = (n + 1) / N, log alpha piecewise linear in t between them and alpha(0) = 1 (DPM-Solver,
+    Lu et al. 2022, App. D.1); beta(t) = -2 d log alpha / dt is then piecewise constant.
+    """
+
+    def __init__(self, beta_min=0.1, beta_max=20.0, N=1000, eps=1e-3,
+                 schedule: str = "continuous"):
         super().__init__(N, 1.0, eps)
+        choose("model.schedule", schedule, VP_SCHEDULES)
+        if schedule != "continuous" and type(self) is not VPSDE:
+            raise ConfigError(f"model.schedule={schedule!r} needs training.sde='vpsde'")
         if not 0 <= beta_min < beta_max:
             raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
         self.beta_0, self.beta_1 = float(beta_min), float(beta_max)
+        self.schedule = schedule
         # DDPM's beta_i = beta(t_i) / N on the discrete grid, and the products derived from it;
         # when N is too small for them (beta_i >= 1) they are absent and using them is an error
         self._tables = None
-        if beta_max / self.N < 1.0:
+        if schedule != "continuous":
+            betas = discrete_betas(schedule, self.beta_0 / self.N, self.beta_1 / self.N, self.N)
+            cumprod = np.cumprod(1.0 - betas, dtype=np.float32)  # float32, as diffusers has it
+            # log alpha at t = 0, 1/N, ..., 1
+            self._log_alpha = np.concatenate([[0.0], 0.5 * np.log(cumprod.astype(np.float64))])
+            self._tables = _tables(betas, cumprod)
+        elif beta_max / self.N < 1.0:
             betas = jnp.linspace(beta_min / self.N, beta_max / self.N, self.N)
-            cumprod = jnp.cumprod(1.0 - betas)
-            self._tables = {"betas": betas, "alphas": 1.0 - betas,
-                            "sqrt_alphas_cumprod": jnp.sqrt(cumprod),
-                            "sqrt_1m_alphas_cumprod": jnp.sqrt(1.0 - cumprod)}
+            self._tables = _tables(betas, jnp.cumprod(1.0 - betas))
+
+    @property
+    def discrete(self) -> bool:
+        return self.schedule != "continuous"
 
     def _ddpm_tables(self) -> dict:
         if self._tables is None:
@@ -155,9 +174,17 @@ class VPSDE(SDE):
     sqrt_1m_alphas_cumprod = property(lambda self: self._ddpm_tables()["sqrt_1m_alphas_cumprod"])
 
     def beta(self, t):
+        if self.discrete:  # minus twice the slope of log alpha on t's interval
+            slopes = -2.0 * self.N * np.diff(self._log_alpha)
+            i = jnp.clip(jnp.ceil(t * self.N) - 1, 0, self.N - 1).astype(jnp.int32)
+            return jnp.asarray(slopes, jnp.float32)[i]
         return self.beta_0 + t * (self.beta_1 - self.beta_0)
 
     def log_mean_coeff(self, t):
+        if self.discrete:
+            knots = np.linspace(0.0, 1.0, self.N + 1)
+            return jnp.interp(t, jnp.asarray(knots, jnp.float32),
+                              jnp.asarray(self._log_alpha, jnp.float32))
         return -0.25 * t**2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
 
     def sde(self, x, t):
@@ -172,6 +199,10 @@ class VPSDE(SDE):
         return 1.0
 
     def timestep(self, t):
+        """Index i of the discrete step at time t: [B] int32. Discrete schedules: the diffusers
+        timestep n with t_n = (n + 1) / N (t = 1 is n = N - 1)."""
+        if self.discrete:
+            return jnp.clip(jnp.round(t * self.N - 1.0), 0, self.N - 1).astype(jnp.int32)
         return jnp.round(t * (self.N - 1) / self.T).astype(jnp.int32)
 
     def discretize(self, x, t):
@@ -180,6 +211,38 @@ class VPSDE(SDE):
         beta = self.discrete_betas[i]
         f = bcast(jnp.sqrt(self.alphas[i]), x) * x - x
         return f, jnp.sqrt(beta)
+
+
+VP_SCHEDULES = ("continuous", "linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def discrete_betas(schedule: str, beta_start: float, beta_end: float, n: int) -> np.ndarray:
+    """The N betas of a discrete VP schedule, float32 as diffusers' schedulers build them:
+    'linear' (DDPM, Ho et al. 2020), 'scaled_linear' (linear in sqrt(beta): latent diffusion),
+    'squaredcos_cap_v2' (alpha_bar(s) = cos^2((s + 0.008) / 1.008 pi / 2), Nichol & Dhariwal
+    2021 eq. 17, beta capped at 0.999; beta_start / beta_end unused).
+
+    Args:
+      schedule: one of VP_SCHEDULES other than 'continuous'. beta_start, beta_end: the first
+        and last beta. n: the number of training timesteps N.
+    Returns:
+      [N] float32 betas.
+    """
+    if schedule == "linear":
+        return np.linspace(beta_start, beta_end, n, dtype=np.float32)
+    if schedule == "scaled_linear":
+        return np.linspace(beta_start**0.5, beta_end**0.5, n, dtype=np.float32) ** 2
+    if schedule == "squaredcos_cap_v2":
+        s = np.arange(n + 1, dtype=np.float64) / n
+        alpha_bar = np.cos((s + 0.008) / 1.008 * np.pi / 2) ** 2
+        return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], 0.999).astype(np.float32)
+    choose("model.schedule", schedule, VP_SCHEDULES[1:])
+
+
+def _tables(betas, cumprod) -> dict:
+    betas, cumprod = jnp.asarray(betas), jnp.asarray(cumprod)
+    return {"betas": betas, "alphas": 1.0 - betas, "sqrt_alphas_cumprod": jnp.sqrt(cumprod),
+            "sqrt_1m_alphas_cumprod": jnp.sqrt(1.0 - cumprod)}
 
 
 class subVPSDE(VPSDE):
@@ -295,7 +358,12 @@ def _vp_time_of_log_mean(sde: VPSDE, L):
 
 def _vp_inverse_log_snr(sde: VPSDE, lam):
     # alpha^2 = 1 / (1 + e^{-2 lambda})  =>  -log alpha = softplus(-2 lambda) / 2
-    return _vp_time_of_log_mean(sde, 0.5 * jax.nn.softplus(-2.0 * lam))
+    neg_log_alpha = 0.5 * jax.nn.softplus(-2.0 * lam)
+    if sde.discrete:  # invert the piecewise-linear log alpha (decreasing in t)
+        knots = np.linspace(0.0, 1.0, sde.N + 1)[::-1]
+        return jnp.interp(-neg_log_alpha, jnp.asarray(sde._log_alpha[::-1], jnp.float32),
+                          jnp.asarray(knots, jnp.float32))
+    return _vp_time_of_log_mean(sde, neg_log_alpha)
 
 
 def _subvp_inverse_log_snr(sde: subVPSDE, lam):
@@ -379,7 +447,8 @@ def get_sde(config) -> SDE:
             "model.beta_min",
             f"must be < model.beta_max, got {m.beta_min} >= {m.beta_max}",
         )
-        sde = SDES[name](m.beta_min, m.beta_max, m.num_scales)
+        sde = SDES[name](m.beta_min, m.beta_max, m.num_scales,
+                         schedule=m.get("schedule", "continuous"))
     eps = config.training.get("eps", None)
     if eps is not None:
         require(0 < eps < sde.T, "training.eps", f"must be in (0, {sde.T}), got {eps}")

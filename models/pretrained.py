@@ -1,16 +1,27 @@
 """Reference checkpoints -> our modules by one mechanical rule: the Flax path
 'down_blocks_0/resnets_1/conv1/kernel' is the torch name 'down_blocks.0.resnets.1.conv1.weight',
-and kernels are transposed (conv [O, I, kh, kw] -> [kh, kw, I, O], dense [O, I] -> [I, O]).
+and kernels are transposed (conv [O, I, kh, kw] -> [kh, kw, I, O], dense [O, I] -> [I, O]);
+and a Stable Diffusion 1.x / 2.x directory (Rombach et al. 2022) in diffusers' layout -> our
+UNet, KL autoencoder, CLIP text encoder, tokenizer and VP SDE with SD's discrete schedule.
 """
 
 from __future__ import annotations
 
+import glob
+import importlib.util
+import json
+import os
 import re
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+import sde_lib
 from models.autoencoder import AutoencoderKL
+from models.clip_tokenizer import CLIPTokenizer
 from models.text_encoder import CLIPTextTransformer
 from models.unet_cond import UNetCond
 from utils import ConfigError
@@ -148,3 +159,237 @@ def clip_from_config(cfg: dict) -> CLIPTextTransformer:
                                activation=cfg.get("hidden_act", "quick_gelu"),
                                layer_norm_eps=cfg.get("layer_norm_eps", 1e-5),
                                eos_token_id=cfg["vocab_size"] - 1 if eos == 2 else eos)
+
+
+# ---------------------------------------------------------------------------------------------
+# A Stable Diffusion directory in diffusers' layout
+# ---------------------------------------------------------------------------------------------
+
+WEIGHTS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
+           "text_encoder": "model"}
+# UNet2DConditionModel config keys whose non-default values SD 1.x / 2.x never use
+UNET_DEFAULTS = {"addition_embed_type": None, "class_embed_type": None,
+                 "encoder_hid_dim_type": None, "time_cond_proj_dim": None,
+                 "time_embedding_type": "positional", "resnet_time_scale_shift": "default",
+                 "mid_block_type": "UNetMidBlock2DCrossAttn", "conv_in_kernel": 3,
+                 "conv_out_kernel": 3, "only_cross_attention": False,
+                 "dual_cross_attention": False, "center_input_sample": False}
+# model_index.json / config class names of families this loader does not read
+UNSUPPORTED = {"StableDiffusionXL": "SDXL", "StableDiffusion3": "SD3",
+               "SD3Transformer2DModel": "SD3", "StableCascade": "Stable Cascade",
+               "Flux": "FLUX"}
+
+
+class StableDiffusion(NamedTuple):
+    """A loaded Stable Diffusion checkpoint.
+
+    unet.apply({'params': params['unet']}, z [B, h, w, 4], timesteps [B], context=ctx) is
+    diffusers' UNet output (NHWC); vae.encode / vae.decode its AutoencoderKL; text_encoder.apply(
+    {'params': params['text_encoder']}, tokenizer(prompts))[0] the CLIP context [B, 77, D];
+    sde the VPSDE with the checkpoint's discrete schedule (timestep n at t = (n + 1) / N);
+    prediction_type 'epsilon' | 'v_prediction'; latents are z = scale_factor * vae sample.
+    """
+
+    unet: UNetCond
+    vae: AutoencoderKL
+    text_encoder: CLIPTextTransformer
+    params: dict
+    tokenizer: CLIPTokenizer
+    sde: sde_lib.VPSDE
+    prediction_type: str
+    scale_factor: float
+
+
+def _json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise ConfigError(f"not a Stable Diffusion directory in diffusers' layout: missing {path}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _reject_family(name: str, where: str) -> None:
+    for prefix, family in UNSUPPORTED.items():
+        if name.startswith(prefix):
+            raise ConfigError(f"{where}: {name} is {family}, an unsupported model family "
+                              "(Stable Diffusion 1.x and 2.x load)")
+
+
+def read_state_dict(directory: str, stem: str) -> dict:
+    """name -> numpy array of a component folder: `stem`.safetensors, else its shards
+    `stem`-0000k-of-0000n.safetensors, else one variant such as `stem`.fp16.safetensors, else
+    `stem`.bin when torch is installed.
+
+    Args:
+      directory: e.g. 'DIR/unet'. stem: 'diffusion_pytorch_model' or 'model'.
+    Returns:
+      the state_dict as float32 numpy arrays.
+    """
+    from safetensors.numpy import load_file
+
+    main = os.path.join(directory, f"{stem}.safetensors")
+    shards = sorted(glob.glob(os.path.join(directory, f"{stem}-*-of-*.safetensors")))
+    variants = sorted(glob.glob(os.path.join(directory, f"{stem}.*.safetensors")))
+    found = [main] if os.path.isfile(main) else shards or variants[:1]
+    if found:
+        out = {}
+        for path in found:
+            out.update(load_file(path))
+        return {k: np.asarray(v, np.float32) for k, v in out.items()}
+    binary = os.path.join(directory, f"{stem}.bin")
+    if os.path.isfile(binary) and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        state = torch.load(binary, map_location="cpu", weights_only=True)
+        return {k: v.float().numpy() for k, v in state.items()}
+    raise ConfigError(f"not a Stable Diffusion directory in diffusers' layout: missing {main}"
+                      + (" (.bin weights need torch)" if os.path.isfile(binary) else ""))
+
+
+def _check_unet_config(cfg: dict, path: str) -> None:
+    _reject_family(cfg.get("_class_name", "UNet2DConditionModel"), path)
+    if cfg.get("addition_embed_type") or cfg.get("projection_class_embeddings_input_dim"):
+        raise ConfigError(f"{path}: addition_embed_type={cfg.get('addition_embed_type')!r} is "
+                          "SDXL-style, an unsupported model family (Stable Diffusion 1.x and "
+                          "2.x load)")
+    for key, default in UNET_DEFAULTS.items():
+        if cfg.get(key, default) != default:
+            raise ConfigError(f"{path}: {key}={cfg[key]!r} is unsupported (Stable Diffusion "
+                              f"1.x / 2.x use {default!r})")
+
+
+def sde_from_scheduler(cfg: dict, path: str = "scheduler_config.json"
+                       ) -> tuple[sde_lib.VPSDE, str]:
+    """(the VPSDE with a diffusers scheduler config's discrete schedule, its prediction type).
+
+    Args:
+      cfg: scheduler_config.json as a dict (beta_schedule, beta_start, beta_end,
+        num_train_timesteps, prediction_type). path: named in errors.
+    Returns:
+      (VPSDE, 'epsilon' | 'v_prediction').
+    """
+    for key in ("trained_betas", "rescale_betas_zero_snr"):
+        if cfg.get(key):
+            raise ConfigError(f"{path}: {key}={cfg[key]!r} is unsupported")
+    prediction = cfg.get("prediction_type", "epsilon")
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ConfigError(f"{path}: prediction_type={prediction!r} is unsupported; "
+                          "choose one of: epsilon, v_prediction")
+    schedule = cfg.get("beta_schedule", "linear")
+    if schedule not in sde_lib.VP_SCHEDULES[1:]:
+        raise ConfigError(f"{path}: beta_schedule={schedule!r} is unsupported; choose one of: "
+                          f"{', '.join(sde_lib.VP_SCHEDULES[1:])}")
+    n = int(cfg.get("num_train_timesteps", 1000))
+    start, end = float(cfg.get("beta_start", 0.0001)), float(cfg.get("beta_end", 0.02))
+    return sde_lib.VPSDE(start * n, end * n, n, eps=1.0 / n, schedule=schedule), prediction
+
+
+def _template(module, *args, **kwargs) -> dict:
+    init = lambda rng: module.init({"params": rng, "posterior": rng}, *args, **kwargs)
+    return jax.eval_shape(init, jax.random.key(0))["params"]
+
+
+def _components(path: str) -> tuple[dict, dict, dict]:
+    """The unet, vae and text_encoder configs, after the family checks."""
+    index = os.path.join(path, "model_index.json")
+    if os.path.isfile(index):
+        _reject_family(_json(index).get("_class_name", ""), index)
+    if os.path.isdir(os.path.join(path, "transformer")):
+        raise ConfigError(f"{path} holds a transformer/ denoiser (SD3 / FLUX), an unsupported "
+                          "model family (Stable Diffusion 1.x and 2.x load)")
+    if os.path.isdir(os.path.join(path, "text_encoder_2")):
+        raise ConfigError(f"{path} holds text_encoder_2/ (SDXL), an unsupported model family "
+                          "(Stable Diffusion 1.x and 2.x load)")
+    unet_path = os.path.join(path, "unet", "config.json")
+    unet_cfg = _json(unet_path)
+    _check_unet_config(unet_cfg, unet_path)
+    return (unet_cfg, _json(os.path.join(path, "vae", "config.json")),
+            _json(os.path.join(path, "text_encoder", "config.json")))
+
+
+def load_stable_diffusion(path: str, dtype=jnp.float32) -> StableDiffusion:
+    """A Stable Diffusion 1.x / 2.x checkpoint from a local diffusers-layout directory.
+
+    Args:
+      path: the directory (unet/, vae/, text_encoder/, tokenizer/, scheduler/, each with its
+        config and *.safetensors weights). dtype: the parameters' dtype (bfloat16 / float16
+        for half-precision inference).
+    Returns:
+      a StableDiffusion named tuple.
+    Raises:
+      ConfigError: one line for a missing file (named), an unsupported family (SDXL, SD3), an
+        unknown, missing or mis-shaped tensor (named, with both shapes).
+    """
+    if not os.path.isdir(path):
+        raise ConfigError(f"pretrained.path={path} is not a directory")
+    unet_cfg, vae_cfg, clip_cfg = _components(path)
+    sde, prediction = sde_from_scheduler(
+        _json(os.path.join(path, "scheduler", "scheduler_config.json")),
+        os.path.join(path, "scheduler", "scheduler_config.json"))
+    tok_dir = os.path.join(path, "tokenizer")
+    if not os.path.isdir(tok_dir):
+        raise ConfigError(f"not a Stable Diffusion directory in diffusers' layout: missing "
+                          f"{tok_dir}")
+    length = int(clip_cfg.get("max_position_embeddings", 77))
+    tokenizer = CLIPTokenizer.from_directory(tok_dir, max_length=min(length, 77))
+
+    unet, vae, clip = (unet_from_config(unet_cfg), autoencoder_from_config(vae_cfg),
+                       clip_from_config(clip_cfg))
+    size = 2 ** (len(unet.block_out_channels) - 1)
+    class_labels = jnp.zeros((1,), jnp.int32) if unet.num_classes else None
+    templates = {
+        "unet": _template(unet, jnp.zeros((1, size, size, unet_cfg.get("in_channels", 4))),
+                          jnp.zeros((1,)), context=jnp.zeros((1, 1, unet.context_dim)),
+                          class_labels=class_labels),
+        "vae": _template(vae, jnp.zeros((1, 2 ** len(vae.ch_mult), 2 ** len(vae.ch_mult),
+                                         vae.in_channels))),
+        "text_encoder": _template(clip, jnp.zeros((1, tokenizer.max_length), jnp.int32)),
+    }
+    params = {}
+    for name, template in templates.items():
+        state = read_state_dict(os.path.join(path, name), WEIGHTS[name])
+        # transformers < 5 saved CLIPTextModel under 'text_model.', 5 saves without it
+        prefix = "text_model." if any(k.startswith("text_model.") for k in state) else ""
+        try:
+            loaded = params_from_state_dict(state, template, prefix)
+        except ConfigError as e:
+            raise ConfigError(f"{os.path.join(path, name)}: {e}") from None
+        params[name] = jax.tree.map(lambda a: jnp.asarray(a, dtype), loaded)
+    return StableDiffusion(unet, vae, clip, params, tokenizer, sde, prediction,
+                           float(vae_cfg.get("scaling_factor", 0.18215)))
+
+
+def save_params(params: dict, directory: str) -> None:
+    """Write loaded parameters (e.g. StableDiffusion.params) as an orbax checkpoint at
+    `directory` (which must not exist yet), so later runs start from it without the
+    safetensors; the write is finished when this returns.
+
+    Args:
+      params: a pytree of arrays. directory: the checkpoint path.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(directory)
+    if os.path.exists(directory):
+        raise ConfigError(f"{directory} exists; save_params writes a new checkpoint directory")
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(directory, params)
+        checkpointer.wait_until_finished()
+
+
+def load_params(directory: str, like: dict | None = None) -> dict:
+    """Parameters written by save_params.
+
+    Args:
+      directory: the checkpoint path. like: a pytree of arrays or ShapeDtypeStructs giving
+        the structure, shapes and dtypes to restore into (None: as saved).
+    Returns:
+      the parameter pytree.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(directory)
+    if not os.path.isdir(directory):
+        raise ConfigError(f"no parameter checkpoint at {directory}")
+    target = None if like is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(directory, target)

@@ -2,7 +2,8 @@
 
 VE networks are conditioned on sigma and output the score (dividing by sigma inside when
 `scale_by_sigma`); VP / sub-VP networks predict the noise z of x_t = alpha x_0 + std z, so the
-score is -output / std (Ho et al. 2020; Song et al. 2021, appendix). EDM networks are
+score is -output / std (Ho et al. 2020; Song et al. 2021, appendix), or they predict
+v = alpha eps - sigma x_0 (Salimans & Ho 2022; Stable Diffusion 2.x). EDM networks are
 preconditioned (Karras et al. 2022, Table 1): D(x) = c_skip x + c_out F(c_in x, c_noise) and the
 score is (D - x) / sigma^2.
 """
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 import sde_lib
-from utils import ConfigError, bcast
+from utils import ConfigError, bcast, choose
 
 
 def _identity_input(x, t):
@@ -39,14 +40,27 @@ def _ve(sde: sde_lib.VESDE, continuous: bool) -> Parameterization:
     return Parameterization(label_fn, lambda out, x, t: out)
 
 
-def _vp(sde: sde_lib.VPSDE, continuous: bool) -> Parameterization:
+def _vp(sde: sde_lib.VPSDE, continuous: bool, prediction_type: str = "epsilon"
+        ) -> Parameterization:
     if continuous:
-        label_fn = lambda t: t * 999.0
-        std_fn = lambda t: sde.marginal_coef(t)[1]
+        # discrete schedules: diffusers' timestep n at t_n = (n + 1) / N (fractional between)
+        label_fn = (lambda t: t * sde.N - 1.0) if sde.discrete else (lambda t: t * 999.0)
+        coef_fn = sde.marginal_coef
     else:
         label_fn = lambda t: sde.timestep(t).astype(jnp.float32)
-        std_fn = lambda t: sde.sqrt_1m_alphas_cumprod[sde.timestep(t)]
-    return Parameterization(label_fn, lambda out, x, t: -out / bcast(std_fn(t), out))
+        coef_fn = lambda t: (sde.sqrt_alphas_cumprod[sde.timestep(t)],
+                             sde.sqrt_1m_alphas_cumprod[sde.timestep(t)])
+    if prediction_type == "epsilon":
+        return Parameterization(label_fn, lambda out, x, t: -out / bcast(coef_fn(t)[1], out))
+
+    def v_to_score(out, x, t):
+        # v = alpha eps - sigma x0 and x = alpha x0 + sigma eps with alpha^2 + sigma^2 = 1
+        # give eps = sigma x + alpha v (Salimans & Ho 2022, App. D); the score is -eps / sigma.
+        alpha, sigma = coef_fn(t)
+        eps = bcast(sigma, x) * x + bcast(alpha, out) * out
+        return -eps / bcast(sigma, out)
+
+    return Parameterization(label_fn, v_to_score)
 
 
 def _subvp(sde: sde_lib.subVPSDE, continuous: bool) -> Parameterization:
@@ -101,15 +115,32 @@ def _edm(sde: sde_lib.EDMSDE, continuous: bool) -> Parameterization:
 
 PARAMETERIZATIONS = {sde_lib.VESDE: _ve, sde_lib.VPSDE: _vp, sde_lib.subVPSDE: _subvp,
                      sde_lib.EDMSDE: _edm}
+# What a network predicts: the noise (every family's default) or, for the VP SDE only,
+# v = alpha eps - sigma x0 (diffusers' names).
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
-def get_parameterization(sde, continuous: bool) -> Parameterization:
-    """Labels and output->score map for `sde` (continuous or discrete training)."""
+def get_parameterization(sde, continuous: bool, prediction_type: str = "epsilon"
+                         ) -> Parameterization:
+    """Labels and output->score map for `sde` (continuous or discrete training).
+
+    Args:
+      sde: the forward SDE. continuous: continuous-time labels or grid indices.
+      prediction_type: 'epsilon' (the family's own output) or 'v_prediction' (VP SDE only).
+    Returns:
+      the Parameterization.
+    """
+    choose("model.prediction_type", prediction_type, PREDICTION_TYPES)
     try:
         make = PARAMETERIZATIONS[type(sde)]
     except KeyError:
         raise ConfigError(f"no score parameterization for SDE type {type(sde).__name__}") from None
-    return make(sde, continuous)
+    if prediction_type == "epsilon":
+        return make(sde, continuous)
+    if type(sde) is not sde_lib.VPSDE:
+        raise ConfigError(f"model.prediction_type={prediction_type!r} needs training.sde="
+                          f"'vpsde' (alpha^2 + sigma^2 = 1), got {type(sde).__name__}")
+    return _vp(sde, continuous, prediction_type)
 
 
 def get_model_fn(model, variables, train: bool = False, rng=None, **cond):
@@ -149,7 +180,8 @@ def _doubled(cond: dict, null: dict) -> dict:
 
 def get_score_fn(sde, model, variables, continuous: bool = True, train: bool = False, rng=None,
                  *, context=None, context_mask=None, class_labels=None, guidance_scale=None,
-                 null_context=None, null_context_mask=None, null_class_labels=None):
+                 null_context=None, null_context_mask=None, null_class_labels=None,
+                 prediction_type: str = "epsilon"):
     """score_fn(x [B, ...], t [B]) -> score [B, ...] of a network under `sde`.
 
     Args:
@@ -163,10 +195,11 @@ def get_score_fn(sde, model, variables, continuous: bool = True, train: bool = F
       guidance_scale: None for the plain conditional score; otherwise w of classifier-free
         guidance, s_u + w (s_c - s_u), with the unconditional half from the null_* conditions
         ([L, D] or [B, L, D], ...), both halves in one batched network call. w may be traced.
+      prediction_type: 'epsilon' or 'v_prediction' (VP SDE; Stable Diffusion 2.x).
     Returns:
       A pure function score_fn(x, t).
     """
-    param = get_parameterization(sde, continuous)
+    param = get_parameterization(sde, continuous, prediction_type)
     cond = dict(context=context, context_mask=context_mask, class_labels=class_labels)
     if guidance_scale is None:
         model_fn = get_model_fn(model, variables, train, rng, **cond)
