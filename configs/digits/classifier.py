@@ -9,7 +9,9 @@ Sec. 5 and App. I.1): cross-entropy at t ~ U[eps, 1], its own workdir.
 
 Expected: runs/digits_classifier/classifier.json records the SDE (vpsde, beta 0.1..20), the
 image shape (16, 16, 1), 10 classes and the test accuracy at t = eps, T/4, T/2, 3T/4, T:
-close to the clean accuracy at small t, falling to chance (0.1) at t = T where x(T) is noise.
+close to the clean accuracy at small t, falling to chance (0.1) at t = T where x(T) is noise
+(measured: 94 s of training; 0.95, 0.85, 0.43, 0.16, 0.07). Scale 3 guidance of the digits
+default then gives the requested digit in 95-97% of samples (README, "Sampling a class").
 The `model` section is the score network's (unused here); the classifier is `classifier`.
 """
 

@@ -12,7 +12,9 @@ Expected: the network and schedule of configs/digits/vp_ddpmpp.py (3000 steps, a
 on 2 CPU cores) plus an 11 x 48 class table; training snapshots show each class in turn
 (samples_<step>.png, the class under each image); --mode eval reports the offline digits
 classifier's accuracy on the requested classes (class_accuracy, per class) and fd_digits
-(after --mode fid_stats). Measured figures are in the README's class-conditional section.
+(after --mode fid_stats). Measured (3000 steps, 21 min on 2 shared cores): the offline
+classifier reads the requested digit in 96% of 500 DPM-Solver++(2M) 10-step samples at w = 1
+(fd_digits 0.066) and 100% at w = 3 (fd_digits 1.03); README, "Sampling a class".
 """
 
 from configs.digits import vp_ddpmpp
