@@ -23,7 +23,7 @@ import losses
 import run_lib
 import sampling
 import sde_lib
-from models import ddpm, ncsnpp
+from models import ddpm, ncsnpp, unet_cond
 from models import utils as mutils
 from tests import digits_tiny
 from tests.image_runs import check, finish, finish_reference, start, start_reference, train_args
@@ -143,6 +143,34 @@ def test_class_embedding_depends_on_the_label_and_zero_classes_is_unchanged(name
     np.testing.assert_array_equal(a, cond.apply(v, x, t, class_labels=jnp.array([1, 1, 1])))
     with pytest.raises(Exception, match="model.num_classes=4"):
         cond.apply(v, x, t)
+
+
+def test_cross_attention_unet_class_embedding():
+    """unet_cond keeps diffusers' layout (num_classes rows, the caller's null class among them):
+    a zero table computes the class-free network exactly, trained-like weights move with the
+    label only."""
+    kw = dict(block_out_channels=(8, 16), layers_per_block=1, attention_levels=(False, True),
+              num_heads=2, context_dim=6, norm_num_groups=4)
+    x = jax.random.normal(_key(7), (2, 8, 8, 3))
+    t, ctx = jnp.array([10.0, 700.0]), jax.random.normal(_key(8), (2, 3, 6))
+    plain, cond = unet_cond.UNetCond(**kw), unet_cond.UNetCond(num_classes=5, **kw)
+    v0 = jax.eval_shape(lambda k: plain.init(k, x, t, context=ctx), _key(0))
+    v5 = jax.jit(lambda k: cond.init(k, x, t, context=ctx, class_labels=jnp.array([0, 4])))(
+        _key(0))
+    table = v5["params"]["class_embedding"]["embedding"]
+    assert table.shape == (5, 32)
+    rest = {k: v for k, v in v5["params"].items() if k != "class_embedding"}
+    assert jax.tree.structure(rest) == jax.tree.structure(v0["params"])
+    run = jax.jit(lambda v, y: cond.apply(v, x, t, context=ctx, class_labels=y))
+    zero = {"params": {**rest, "class_embedding": {"embedding": jnp.zeros_like(table)}}}
+    base = jax.jit(lambda v: plain.apply(v, x, t, context=ctx))({"params": rest})
+    np.testing.assert_allclose(run(zero, jnp.array([1, 3])), base, atol=1e-6)
+    leaves, tree = jax.tree.flatten(v5["params"])
+    noisy = [a + 0.1 * jax.random.normal(_key(20 + i), a.shape) for i, a in enumerate(leaves)]
+    v = {"params": jax.tree.unflatten(tree, noisy)}
+    a, b = run(v, jnp.array([1, 1])), run(v, jnp.array([3, 3]))
+    assert float(jnp.abs(a - b).mean()) > 1e-2 * float(jnp.abs(a).mean())
+    np.testing.assert_array_equal(a, run(v, jnp.array([1, 1])))
 
 
 def test_classifier_free_guidance_over_classes_is_one_batched_call():
