@@ -107,6 +107,32 @@ def couple(c):
     return c @ jnp.asarray(COLOR_MATRIX)
 
 
+def project_to_grey(x, grey, iters: int = 40):
+    """The nearest RGB image in [0, 1] whose channel mean is `grey`: the Euclidean projection
+    onto the cube intersected with the plane mean(c) = grey, c = clip(x + lam, 0, 1) with the
+    scalar lam per pixel found by bisection (mean(c) is non-decreasing in lam). A colourised
+    sample leaves the unit cube where the model is unsure; clipping alone would change its
+    grey, this keeps it.
+
+    Args:
+      x: [..., 3] RGB (any range). grey: [...] target means in [0, 1].
+    Returns:
+      [..., 3] in [0, 1] with mean over the last axis equal to grey (to bisection precision).
+    """
+    x, grey = jnp.asarray(x, jnp.float32), jnp.asarray(grey, jnp.float32)[..., None]
+    lo = -1.0 - jnp.max(x, -1, keepdims=True)  # mean(c) = 0 here
+    hi = 1.0 - jnp.min(x, -1, keepdims=True)  # mean(c) = 1 here
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        low = jnp.mean(jnp.clip(x + mid, 0.0, 1.0), -1, keepdims=True) < grey
+        return jnp.where(low, mid, lo), jnp.where(low, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, iters, body, (lo, hi))
+    return jnp.clip(x + 0.5 * (lo + hi), 0.0, 1.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Replacement: known coordinates <- a forward-SDE sample of the data at the current time
 # ---------------------------------------------------------------------------------------------

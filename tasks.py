@@ -189,7 +189,11 @@ def run_task(config, exp, params, images, masks, rng):
         m = np.concatenate([m, m[:1].repeat(pad, 0)]) if pad else m
         x, nfe = batch(jax.random.fold_in(rng, i), params, scaler(jnp.asarray(y)),
                        jnp.asarray(m))
-        out.append(np.clip(np.asarray(inverse(x)), 0.0, 1.0)[: bs - pad])
+        x = inverse(x)
+        # colourisation keeps the input's grey exactly; other tasks clip to the image range
+        x = controllable.project_to_grey(x, y.mean(-1)) if task == "colorize" else \
+            jnp.clip(x, 0.0, 1.0)
+        out.append(np.asarray(x)[: bs - pad])
     return np.concatenate(out).astype(np.float32), int(nfe)
 
 

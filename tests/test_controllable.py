@@ -145,6 +145,30 @@ def test_colourisation_keeps_the_grey_image():
         assert float(jnp.std(out - out.mean(-1, keepdims=True))) > 1e-3  # colour was generated
 
 
+def test_projection_to_the_grey_plane_inside_the_cube():
+    """project_to_grey: in [0, 1], the requested grey exactly, identity on valid images of that
+    grey, and no farther from x than any other valid pixel of that grey (a projection)."""
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-0.8, 1.8, (2000, 3)).astype(np.float32)
+    grey = rng.uniform(0.0, 1.0, 2000).astype(np.float32)
+    c = np.asarray(controllable.project_to_grey(x, grey))
+    assert c.min() >= 0.0 and c.max() <= 1.0
+    np.testing.assert_allclose(c.mean(-1), grey, atol=1e-6)
+    valid = rng.uniform(0.0, 1.0, (500, 3)).astype(np.float32)
+    np.testing.assert_allclose(controllable.project_to_grey(valid, valid.mean(-1)), valid,
+                               atol=1e-6)
+    # rivals: valid pixels of the same grey (the plane's points in the cube, by rejection)
+    checked = 0
+    for i in range(0, 2000, 50):
+        d = rng.uniform(-1, 1, (4000, 3))
+        cand = c[i] + (d - d.mean(-1, keepdims=True))
+        cand = cand[np.all((cand >= 0) & (cand <= 1), -1)]
+        if len(cand):  # near grey 0 or 1 the plane barely meets the cube
+            checked += 1
+            assert np.sum((c[i] - x[i]) ** 2) <= np.sum((cand - x[i]) ** 2, -1).min() + 1e-6
+    assert checked >= 30
+
+
 def test_sdedit_strength_zero_and_one():
     gmm = analytic.toy_gmm()
     guide = jnp.tile(jnp.array([[3.0, -3.0]]), (N, 1))
