@@ -209,12 +209,12 @@ def _shown_masks(task, images, masks):
     return masks
 
 
-def _write(config, workdir, step, task, images, masks, results, nfe) -> str:
+def _write(config, workdir, step, task, images, masks, results, nfe, extra=None) -> str:
     out_dir = os.path.join(workdir, "samples")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{task}_{step}.npz")
     np.savez(path + ".tmp.npz", samples=results, inputs=images, masks=masks,
-             task=task, method=config.sampling.method, nfe=nfe)
+             task=task, method=config.sampling.method, nfe=nfe, **(extra or {}))
     os.replace(path + ".tmp.npz", path)
     k = min(len(images), 16)
     rows = np.stack([images[:k], _shown_masks(task, images[:k], masks[:k]), results[:k]], 1)
@@ -224,24 +224,33 @@ def _write(config, workdir, step, task, images, masks, results, nfe) -> str:
 
 
 def _prepare(config, workdir):
+    """(task, image shape, step, run) with run(images, masks, rng) -> (results, nfe, extra
+    arrays to save); text-to-image runs go through text_tasks (prompt-steered, latent space)."""
+    import pipeline
+
+    if pipeline.is_text_run(config):
+        import text_tasks
+
+        return text_tasks.prepare(config, workdir)
     task = task_of(config)
     exp = run_lib.build(config)
     _check_task(config, task, exp)
     params, step = run_lib.load_ema(config, exp, workdir)
-    return task, exp, params, step
+    return task, exp.shape, step, lambda images, masks, rng: (
+        *run_task(config, exp, params, images, masks, rng), {})
 
 
 def sample(config, workdir: str) -> str:
     """--mode sample with sampling.task: results of the first sampling.num_samples inputs;
     writes samples/<task>_<step>.npz (samples, inputs, masks) and a PNG of input | mask | result
     rows; returns the npz path."""
-    task, exp, params, step = _prepare(config, workdir)
+    task, shape, step, run = _prepare(config, workdir)
     num = int(config.sampling.num_samples)
-    images = load_inputs(config, exp.shape, num)
-    masks = _masks(config, exp.shape, len(images))
+    images = load_inputs(config, shape, num)
+    masks = _masks(config, shape, len(images))
     rng = jax.random.fold_in(run_lib._key(config, run_lib.STREAM_SAMPLE), step)
-    results, nfe = run_task(config, exp, params, images, masks, rng)
-    return _write(config, workdir, step, task, images, masks, results, nfe)
+    results, nfe, extra = run(images, masks, rng)
+    return _write(config, workdir, step, task, images, masks, results, nfe, extra)
 
 
 def region_metrics(results, truth, masks) -> dict:
@@ -260,13 +269,13 @@ def evaluate(config, workdir: str) -> dict:
     import eval_lib
     import evaluation
 
-    task, exp, params, step = _prepare(config, workdir)
     require(str(config.sampling.get("input", "test")) == "test", "sampling.input",
             "--mode eval measures against the ground truth of the test split; use 'test'")
-    images = load_inputs(config, exp.shape, int(config.eval.num_samples))
-    masks = _masks(config, exp.shape, len(images))
+    task, shape, step, run = _prepare(config, workdir)
+    images = load_inputs(config, shape, int(config.eval.num_samples))
+    masks = _masks(config, shape, len(images))
     rng = jax.random.fold_in(run_lib._key(config, run_lib.STREAM_EVAL), step)
-    results, nfe = run_task(config, exp, params, images, masks, rng)
+    results, nfe, extra = run(images, masks, rng)
     region = masks if task == "inpaint" or (task == "img2img" and mask_name(config, task)) \
         else np.zeros_like(masks)
     out = {"step": step, "task": task, "method": config.sampling.method, "nfe": nfe,
@@ -285,7 +294,7 @@ def evaluate(config, workdir: str) -> dict:
         os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
         with open(os.path.join(workdir, "eval", f"{task}_{step}.json"), "w") as f:
             json.dump(out, f, indent=1)
-    _write(config, workdir, step, task, images, masks, results, nfe)
+    _write(config, workdir, step, task, images, masks, results, nfe, extra)
     return out
 
 

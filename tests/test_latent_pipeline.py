@@ -109,3 +109,31 @@ def test_missing_or_untrained_autoencoder_is_one_line(runs, tmp_path):
         assert rc == 1 and "latent.autoencoder_workdir" in err and words in err, err[-2000:]
         assert "Traceback" not in err
         assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+def test_inpaint_and_img2img_on_the_latent_text_run(runs):
+    """sampling.task on a text run: the mask goes to the 4x4 latent grid, the test captions
+    (or sampling.prompts) steer the edit, the known pixels come back exactly; --mode eval
+    writes the task metrics."""
+    root, ae, full, _ = runs
+    latent = f"--config.latent.autoencoder_workdir={ae}"
+    procs = [_main(root, TEXT, full, latent, "--config.sampling.task=inpaint",
+                   "--config.sampling.mask=left_half", "--config.sampling.num_samples=3",
+                   mode="sample"),
+             _main(root, TEXT, full, latent, "--config.sampling.task=img2img",
+                   "--config.sampling.strength=0.6", "--config.eval.num_samples=3",
+                   "--config.sampling.prompts=a handwritten one", mode="eval")]
+    (rc, out, err), (rc2, _, err2) = (image_runs.finish(p) for p in procs)
+    assert rc == 0, err[-3000:]
+    assert rc2 == 0, err2[-3000:]
+    data = np.load(os.path.join(full, "samples", "inpaint_4.npz"))
+    x, y, m = data["samples"], data["inputs"], data["masks"]
+    assert x.shape == y.shape == (3, 8, 8, 1) and m[:, :, :4].max() == 0 and m[:, :, 4:].min() == 1
+    np.testing.assert_array_equal(x[:, :, 4:], y[:, :, 4:])
+    assert np.abs(x[:, :, :4] - y[:, :, :4]).max() > 0 and 0 <= x.min() and x.max() <= 1
+    assert all(p.startswith("a handwritten") for p in data["prompts"])
+    with open(os.path.join(full, "eval", "img2img_4.json")) as f:
+        metrics = json.load(f)
+    assert metrics["num_samples"] == 3 and np.isfinite(metrics["masked_mse"])
+    prompts = np.load(os.path.join(full, "samples", "img2img_4.npz"))["prompts"]
+    assert list(prompts) == ["a handwritten one"] * 3
