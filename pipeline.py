@@ -29,13 +29,16 @@ from models import text_encoder as text_mod
 from models import utils as mutils
 from utils import ConfigError, choose, require
 
-RUN_KINDS = ("score", "autoencoder", "text")
+RUN_KINDS = ("score", "autoencoder", "text", "pretrained")
 TEXT_ENCODERS = ("clip", "minilm")
 NULL_PROMPT = ""  # the unconditional half of classifier-free guidance
 
 
 def run_kind(config) -> str:
-    """'text' (a `text` section), 'autoencoder' (an `autoencoder` section) or 'score'."""
+    """'pretrained' (a `pretrained` section: a Stable Diffusion checkpoint, `sd_pipeline`),
+    'text' (a `text` section), 'autoencoder' (an `autoencoder` section) or 'score'."""
+    if "pretrained" in config:
+        return "pretrained"
     if "text" in config:
         return "text"
     return "autoencoder" if "autoencoder" in config else "score"
@@ -43,6 +46,10 @@ def run_kind(config) -> str:
 
 def get_parts(config, workdir: str) -> run_lib.RunParts:
     """Training parts of an autoencoder or a text run."""
+    if run_kind(config) == "pretrained":
+        import sd_pipeline
+
+        sd_pipeline.reject_mode("train")
     if run_kind(config) == "autoencoder":
         return autoencoder_lib.get_parts(config, workdir)
     return text_parts(build(config), workdir)
@@ -400,7 +407,11 @@ def is_text_run(config) -> bool:
 
 
 def reject_mode(config, mode: str) -> None:
-    """ConfigError for modes an autoencoder run does not have."""
+    """ConfigError for modes an autoencoder run or a pretrained checkpoint does not have."""
+    if run_kind(config) == "pretrained" and mode != "sample":
+        import sd_pipeline
+
+        sd_pipeline.reject_mode(mode)
     if run_kind(config) == "autoencoder":
         raise ConfigError(f"--mode {mode}: an autoencoder run has reconstructions and PSNR "
                           "(written by --mode train), not samples")

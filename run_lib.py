@@ -410,6 +410,8 @@ def get_parts(config, workdir: str) -> RunParts:
     import classifier_lib
     import pipeline
 
+    if pipeline.run_kind(config) == "pretrained":  # rejected with one line: sampling only
+        return pipeline.get_parts(config, workdir)
     if classifier_lib.is_classifier_run(config):
         return classifier_lib.get_parts(config, workdir)
     if class_lib.is_class_run(config):
@@ -533,13 +535,18 @@ _load_ema = load_ema  # the former private name
 
 def sample(config, workdir: str) -> str:
     """Write samples of the latest checkpoint (and a TensorBoard image); returns the .npz path.
-    Text runs sample their prompts (`pipeline.sample`); sampling.task='class' and
+    Text runs sample their prompts (`pipeline.sample`), pretrained Stable Diffusion checkpoints
+    theirs (`sd_pipeline.sample`); sampling.task='class' and
     class-conditional runs sample classes (`class_lib.sample`)."""
     from tensorboardX import SummaryWriter
 
     import pipeline
 
     pipeline.reject_mode(config, "sample")
+    if pipeline.run_kind(config) == "pretrained":  # a Stable Diffusion checkpoint
+        import sd_pipeline
+
+        return sd_pipeline.sample(config, workdir)
     import tasks
 
     if tasks.task_of(config) in tasks.IMAGE_TASKS:

@@ -221,6 +221,50 @@ def class_table(uncond: tuple, class_run: tuple | None, classifier_dir: str | No
     return "\n".join(out)
 
 
+def text_table(config_path: str, workdir: str, ae_workdir: str, num: int) -> str:
+    """Prompt-steered image-to-image on a shapes text run: single-object test scenes, each
+    edited towards a prompt naming another colour (or its own caption, the control), at
+    several strengths; the offline shapes classifier reads colour and shape of the results."""
+    import feature_net
+    import pipeline
+    import run_lib
+    import shapes
+    import text_tasks
+
+    base = run_lib.override(_load_config(config_path), {
+        "latent.autoencoder_workdir": ae_workdir, "sampling.task": "img2img",
+        "sampling.method": "dpm_solver++", "sampling.steps": 20, "sampling.guidance_scale": 3.0})
+    run, params, step = pipeline.load(base, workdir)
+    images, attrs, captions = shapes.generate(4321, num, 32, num_objects=1)
+    images = images.astype(np.float32) / 255.0
+    colour, shape = attrs["colour"][:, 0], attrs["shape"][:, 0]
+    target = (colour + 1 + np.arange(num) % 6) % 7  # always another colour
+    steer = [f"a {shapes.SHAPES_COLOURS[c]} {shapes.SHAPES_SHAPES[k]}"
+             for c, k in zip(target, shape, strict=True)]
+    net = feature_net.load_shapes_classifier()
+    masks = np.ones_like(images)
+    out = [f"shapes text run (step {step}), {num} single-object test scenes per row, "
+           "DPM-Solver++(2M) 20 steps, guidance 3", "",
+           "| prompt | strength | colour = prompt's | colour = input's | shape kept | "
+           "MSE to input | s / image |", "|:--|--:|--:|--:|--:|--:|--:|"]
+    for label, prompts, want in (("another colour", steer, target),
+                                 ("own caption", list(captions), colour)):
+        for strength in (0.4, 0.6, 0.8):
+            config = run_lib.override(base, {"sampling.strength": strength})
+            rng = jax.random.PRNGKey(0)
+            start = time.perf_counter()
+            results, _ = text_tasks.run_text_task(config, run, params, images, masks, prompts,
+                                                  rng)
+            sec = (time.perf_counter() - start) / num
+            read = feature_net.shapes_attributes(net, results)
+            out.append(f"| {label} | {strength:g} | {np.mean(read['colour'] == want):.3f} | "
+                       f"{np.mean(read['colour'] == colour):.3f} | "
+                       f"{np.mean(read['shape'] == shape):.3f} | "
+                       f"{np.mean((results - images) ** 2):.4f} | {sec:.4f} |")
+            log(out[-1])
+    return "\n".join(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000, help="samples per analytic cell")
@@ -234,6 +278,11 @@ def main():
     p.add_argument("--class-config", default="configs/digits/vp_ddpmpp_class.py")
     p.add_argument("--classifier-workdir", help="a trained configs/digits/classifier.py run "
                    "(classifier guidance of the unconditional --workdir)")
+    p.add_argument("--text-workdir", help="a trained configs/shapes/latent_text.py run "
+                   "(with --ae-workdir): prompt-steered image-to-image")
+    p.add_argument("--text-config", default="configs/shapes/latent_text.py")
+    p.add_argument("--ae-workdir", help="the text run's autoencoder run")
+    p.add_argument("--num-text", type=int, default=200, help="scenes per text row")
     p.add_argument("--num-class", type=int, default=500,
                    help="samples per class row at the fast sampler")
     p.add_argument("--num-class-slow", type=int, default=128,
@@ -243,6 +292,10 @@ def main():
     if not args.digits_only:
         print("### Inpainting on correlated Gaussian mixtures (exact score, VP, N = 200)\n")
         print(analytic_table(args.n) + "\n", flush=True)
+    if args.text_workdir:
+        print("### Prompt-steered image-to-image on shapes\n")
+        print(text_table(args.text_config, args.text_workdir, args.ae_workdir, args.num_text)
+              + "\n", flush=True)
     if args.workdir:
         if not args.tasks or set(args.tasks.split(",")) - {"class"}:
             print("### Trained image model\n")
