@@ -113,8 +113,12 @@ def get_smld_loss_fn(sde, model, train, reduce_mean=False):
     return loss_fn
 
 
-def get_ddpm_loss_fn(sde, model, train, reduce_mean=True):
-    """DDPM loss: |eps_theta(sqrt(abar_i) x + sqrt(1 - abar_i) z, i) - z|^2, i ~ U{0..N-1}."""
+def get_ddpm_loss_fn(sde, model, train, reduce_mean=True, prediction_type="epsilon"):
+    """DDPM loss: |eps_theta(sqrt(abar_i) x + sqrt(1 - abar_i) z, i) - z|^2, i ~ U{0..N-1}.
+
+    prediction_type 'v_prediction' regresses v = sqrt(abar_i) z - sqrt(1 - abar_i) x instead
+    (Salimans & Ho 2022; Stable Diffusion 2.x), the network's own output and target."""
+    choose("prediction_type", prediction_type, mutils.PREDICTION_TYPES)
     if type(sde) is not sde_lib.VPSDE:
         raise ConfigError("training.continuous=False with the DDPM loss needs training.sde='vpsde'")
 
@@ -126,8 +130,12 @@ def get_ddpm_loss_fn(sde, model, train, reduce_mean=True):
         x_t = bcast(sde.sqrt_alphas_cumprod[idx], z) * batch
         x_t = x_t + bcast(sde.sqrt_1m_alphas_cumprod[idx], z) * z
         labels = idx.astype(jnp.float32)
-        eps_hat = mutils.get_model_fn(model, {"params": params}, train, d_rng, **cond)(x_t, labels)
-        return _reduce((eps_hat - z) ** 2, reduce_mean)
+        out = mutils.get_model_fn(model, {"params": params}, train, d_rng, **cond)(x_t, labels)
+        target = z
+        if prediction_type == "v_prediction":
+            target = bcast(sde.sqrt_alphas_cumprod[idx], z) * z - bcast(
+                sde.sqrt_1m_alphas_cumprod[idx], z) * batch
+        return _reduce((out - target) ** 2, reduce_mean)
 
     return loss_fn
 
@@ -225,11 +233,17 @@ LOSS_METHODS = ("dsm", "sliced", "exact", "edm")
 
 
 def get_loss_fn(sde, model, train, method="dsm", continuous=True, reduce_mean=True,
-                likelihood_weighting=False, P_mean=-1.2, P_std=1.2):
+                likelihood_weighting=False, P_mean=-1.2, P_std=1.2, prediction_type="epsilon"):
     """Dispatch to one objective. method: 'dsm' (denoising; discrete SMLD/DDPM when not
     `continuous`), 'sliced' or 'exact' score matching (continuous time only), 'edm' (EDM's
-    loss with ln sigma ~ N(P_mean, P_std^2); needs the EDM SDE)."""
+    loss with ln sigma ~ N(P_mean, P_std^2); needs the EDM SDE). prediction_type
+    'v_prediction' (a v network, e.g. Stable Diffusion 2.x) is the discrete DDPM loss only."""
     choose("training.method", method, LOSS_METHODS)
+    if prediction_type != "epsilon":
+        if method != "dsm" or continuous or type(sde) is not sde_lib.VPSDE:
+            raise ConfigError(f"prediction_type={prediction_type!r} trains with the discrete "
+                              "DDPM loss only: training.method='dsm', training.continuous=False")
+        return get_ddpm_loss_fn(sde, model, train, reduce_mean, prediction_type)
     if method == "edm":
         if not continuous or likelihood_weighting:
             raise ConfigError("training.method='edm' needs training.continuous=True and "

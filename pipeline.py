@@ -46,10 +46,10 @@ def run_kind(config) -> str:
 
 def get_parts(config, workdir: str) -> run_lib.RunParts:
     """Training parts of an autoencoder or a text run."""
-    if run_kind(config) == "pretrained":
-        import sd_pipeline
+    if run_kind(config) == "pretrained":  # fine-tuning a Stable Diffusion checkpoint
+        import sd_finetune
 
-        sd_pipeline.reject_mode("train")
+        return sd_finetune.get_parts(config, workdir)
     if run_kind(config) == "autoencoder":
         return autoencoder_lib.get_parts(config, workdir)
     return text_parts(build(config), workdir)
@@ -99,7 +99,8 @@ def text_encoder(config) -> TextEncoder:
 
 class TextRun(NamedTuple):
     """config, sde, unet, text (TextEncoder), codec (autoencoder_lib.Codec or None: pixels),
-    shape: one model-space example (h, w, c), mesh."""
+    shape: one model-space example (h, w, c), mesh; prediction_type: what the UNet predicts
+    ('epsilon', or 'v_prediction' for a fine-tuned Stable Diffusion 2.x checkpoint)."""
 
     config: object
     sde: sde_lib.SDE
@@ -108,6 +109,7 @@ class TextRun(NamedTuple):
     codec: autoencoder_lib.Codec | None
     shape: tuple
     mesh: jax.sharding.Mesh
+    prediction_type: str = "epsilon"
 
     def to_images(self, x):
         """Model-space samples -> images in [0, 1] (decoded for latent runs; traceable)."""
@@ -222,7 +224,7 @@ def get_text_loss_fn(run: TextRun, train: bool = True):
     unet = precision.with_compute_dtype(run.unet, t.get("compute_dtype", "float32")
                                         if train else "float32")
     base = losses.get_loss_fn(run.sde, unet, train, t.method, t.continuous, t.reduce_mean,
-                              t.likelihood_weighting)
+                              t.likelihood_weighting, prediction_type=run.prediction_type)
     p_drop = float(t.get("cond_drop_prob", 0.1)) if train else 0.0
     null_ids, null_mask, null_ctx = _null_condition(run)
     scale = 1.0 if run.codec is None else run.codec.scale_factor
@@ -299,7 +301,8 @@ class TextSampler:
             score_fn = mutils.get_score_fn(run.sde, run.unet, {"params": params["unet"]},
                                            continuous, context=ctx, context_mask=mask,
                                            guidance_scale=w, null_context=null_ctx,
-                                           null_context_mask=null_mask)
+                                           null_context_mask=null_mask,
+                                           prediction_type=run.prediction_type)
             x, nfe = sampler(rng, score_fn)
             codec = None if run.codec is None else run.codec._replace(params=ae_params)
             images = run._replace(codec=codec).to_images(x)

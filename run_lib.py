@@ -410,7 +410,7 @@ def get_parts(config, workdir: str) -> RunParts:
     import classifier_lib
     import pipeline
 
-    if pipeline.run_kind(config) == "pretrained":  # rejected with one line: sampling only
+    if pipeline.run_kind(config) == "pretrained":  # fine-tuning a Stable Diffusion checkpoint
         return pipeline.get_parts(config, workdir)
     if classifier_lib.is_classifier_run(config):
         return classifier_lib.get_parts(config, workdir)

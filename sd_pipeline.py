@@ -261,9 +261,12 @@ def task_inputs(config, run: SDRun, request: Request):
             np.broadcast_to(masks, shape).astype(np.float32))
 
 
-def generate_images(config, run: SDRun, request: Request, y, m) -> tuple[np.ndarray, int]:
+def generate_images(config, run: SDRun, request: Request, y, m, params=None
+                    ) -> tuple[np.ndarray, int]:
     """Images [n, H, W, 3] in [0, 1] of the request, in compiled batches of
-    sampling.batch_size (the last padded), and the nfe per image."""
+    sampling.batch_size (the last padded), and the nfe per image; params: the checkpoint's
+    {'unet', 'vae', 'text_encoder'} when None (a fine-tuned UNet otherwise)."""
+    params = run.sd.params if params is None else params
     n = len(request.prompts)
     b = min(int(config.sampling.get("batch_size", 1)), n)
     use_mask = request.task == "inpaint" or (request.task == "img2img" and
@@ -283,7 +286,7 @@ def generate_images(config, run: SDRun, request: Request, y, m) -> tuple[np.ndar
     for start in range(0, n, b):
         idx = np.minimum(np.arange(start, start + b), n - 1)  # the last batch repeats its end
         batch = [jax.device_put(jnp.asarray(a)[idx], split) for a in (keys, ctx, null_ctx, y, m)]
-        images, nfe = generate(*batch[:3], w, *batch[3:], run.sd.params)
+        images, nfe = generate(*batch[:3], w, *batch[3:], params)
         out.append(run_lib.fetch(images)[: min(b, n - start)])
     return np.concatenate(out).astype(np.float32), int(run_lib.fetch(nfe))
 
@@ -293,13 +296,15 @@ def generate_images(config, run: SDRun, request: Request, y, m) -> tuple[np.ndar
 # ---------------------------------------------------------------------------------------------
 
 
-def _settings(config, request: Request, i: int, nfe: int) -> dict:
+def _settings(config, request: Request, i: int, nfe: int, finetuned: int | None = None
+              ) -> dict:
     s = config.sampling
     out = {"prompt": request.prompts[i], "negative_prompt": request.negatives[i],
            "seed": request.seeds[i], "guidance_scale": request.guidance_scale,
            "method": str(s.method), "steps": int(s.get("steps", 0) or 0), "nfe": nfe,
            "image_size": request.image_size, "dtype": request.dtype,
-           "checkpoint": os.path.abspath(request.path), "task": request.task}
+           "checkpoint": os.path.abspath(request.path), "task": request.task,
+           "finetuned_step": finetuned}
     if request.task != "none":
         out["input"] = str(s.get("input", ""))
         out["mask"] = tasks.mask_name(config, request.task)
@@ -308,7 +313,8 @@ def _settings(config, request: Request, i: int, nfe: int) -> dict:
     return out
 
 
-def write(config, workdir: str, request: Request, images, inputs, nfe: int) -> str:
+def write(config, workdir: str, request: Request, images, inputs, nfe: int,
+          finetuned: int | None = None) -> str:
     """samples/<task>_<i>.png with <task>_<i>.json (its settings) beside each, and
     samples/samples_0.npz (or <task>_0.npz); returns the npz path."""
     from PIL import Image
@@ -323,7 +329,7 @@ def write(config, workdir: str, request: Request, images, inputs, nfe: int) -> s
         name = os.path.join(out, f"{stem}_{i:04d}")
         Image.fromarray(np.round(image * 255.0).astype(np.uint8)).save(name + ".png")
         with open(name + ".json", "w") as f:
-            json.dump(_settings(config, request, i, nfe), f, indent=1)
+            json.dump(_settings(config, request, i, nfe, finetuned), f, indent=1)
     extra = {} if inputs is None else {"inputs": inputs}
     np.savez(path + ".tmp.npz", samples=images, prompts=np.asarray(request.prompts),
              negative_prompts=np.asarray(request.negatives), seeds=np.asarray(request.seeds),
@@ -334,15 +340,21 @@ def write(config, workdir: str, request: Request, images, inputs, nfe: int) -> s
 
 def sample(config, workdir: str) -> str:
     """--mode sample of a pretrained Stable Diffusion checkpoint: every check, then the
-    checkpoint, then the images; returns the npz path."""
+    checkpoint, then the images; returns the npz path. When workdir holds checkpoints of a
+    fine-tuning run (`--mode train`, sd_finetune.py), the UNet is its latest EMA
+    (pretrained.use_workdir=False samples the original checkpoint)."""
+    import sd_finetune
+
     request = read_request(config)
     run = load(config, request)
+    unet, step = sd_finetune.finetuned_unet(config, run.sd.params["unet"], run.mesh, workdir)
+    params = None if unet is None else {**run.sd.params, "unet": unet}
     inputs, y, m = task_inputs(config, run, request)
-    images, nfe = generate_images(config, run, request, jnp.asarray(y), jnp.asarray(m))
-    return write(config, workdir, request, images, inputs, nfe)
+    images, nfe = generate_images(config, run, request, jnp.asarray(y), jnp.asarray(m), params)
+    return write(config, workdir, request, images, inputs, nfe, step)
 
 
 def reject_mode(mode: str) -> None:
     """ConfigError for the modes a pretrained checkpoint does not have."""
     raise ConfigError(f"--mode {mode}: a pretrained Stable Diffusion run (pretrained.path) "
-                      "samples only; use --mode sample")
+                      "trains (fine-tunes) and samples; it has no --mode " + mode)

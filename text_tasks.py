@@ -94,7 +94,8 @@ def run_text_task(config, run, params, images, masks, prompts, rng):
         score_fn = mutils.get_score_fn(run.sde, run.unet, {"params": params["unet"]},
                                        continuous, context=ctx, context_mask=mask,
                                        guidance_scale=jnp.float32(w), null_context=null_ctx,
-                                       null_context_mask=null_mask)
+                                       null_context_mask=null_mask,
+                                       prediction_type=run.prediction_type)
         sampler = tasks._task_sampler(task, run.sde, y, m if use_mask else None, strength,
                                       method, kw)
         x, nfe = sampler(key, score_fn)

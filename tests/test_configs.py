@@ -104,6 +104,11 @@ def check_pretrained(config) -> None:
     sampler = sampling.get_sampler(config, run.sd.sde, (2, h, w, c))
     assert callable(sampler)
     assert run.prediction_type == (config.pretrained.prediction_type or run.sd.prediction_type)
+    # --mode train (fine-tuning) reads these; the network fields come from the checkpoint
+    assert set(config.model) == {"ema_rate"} and 0 <= config.model.ema_rate < 1
+    t = config.training
+    assert not t.continuous and t.method == "dsm" and 0 <= t.cond_drop_prob < 1
+    assert t.snapshot_freq % t.log_freq == 0
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS)
@@ -158,7 +163,7 @@ def test_families_follow_the_sde_conventions():
     """VE nets see sigma (Fourier features, output / sigma); VP nets see time and predict noise."""
     for path in EXPERIMENTS:
         _, config = load(path)
-        if "model" not in config:  # pretrained checkpoints: the network comes from the files
+        if "pretrained" in config:  # the network comes from the checkpoint's files
             continue
         m = config.model
         if m.name != "ncsnpp":
