@@ -147,18 +147,20 @@ def init_params(config, exp: Experiment):
                           **cond)["params"]
 
 
-def init_state(make_params, optimizer, mesh) -> losses.TrainState:
+def init_state(make_params, optimizer, mesh, params=None) -> losses.TrainState:
     """The step-0 train state, replicated over the mesh (one jitted call on every host).
 
     Args:
       make_params: () -> the initial parameter tree (traced under jit).
       optimizer: the optax transformation. mesh: the device mesh.
+      params: given initial parameters (e.g. a pretrained checkpoint's), passed to the jitted
+        call as an argument so they are not compiled in as constants; None: make_params().
     """
-    def make():  # strong types, as the train step returns (else its second call recompiles)
-        state = losses.init_train_state(make_params(), optimizer)
+    def make(given):  # strong types, as the train step returns (else its second call recompiles)
+        state = losses.init_train_state(make_params() if given is None else given, optimizer)
         return jax.tree.map(lambda a: jax.lax.convert_element_type(a, a.dtype), state)
 
-    return jax.jit(make, out_shardings=NamedSharding(mesh, P()))()
+    return jax.jit(make, out_shardings=NamedSharding(mesh, P()))(params)
 
 
 def restore_ema(make_params, optimizer, mesh, workdir: str, step: int | None = None):
@@ -373,7 +375,8 @@ class RunParts(NamedTuple):
     step_fn: (state, batch, rng) -> (state, loss). batches: start_step -> (step, n) -> [n, B, ...]
     pytree. snapshot: (ema_params, step, writer) -> None, writes samples / reconstructions.
     mesh: device mesh. finish: (state, workdir) -> None after the last step, or None.
-    convolutional: warn about n_jitted_steps > 1 on CPU.
+    convolutional: warn about n_jitted_steps > 1 on CPU. initial_params: given starting
+    parameters (fine-tuning a checkpoint), an argument of the initialiser, not a constant.
     """
 
     make_params: Callable
@@ -384,6 +387,7 @@ class RunParts(NamedTuple):
     mesh: jax.sharding.Mesh
     finish: Callable | None = None
     convolutional: bool = True
+    initial_params: object = None
 
 
 def score_parts(config, workdir: str) -> RunParts:
@@ -441,7 +445,7 @@ def train(config, workdir: str) -> None:
 
     # --- Everything that can reject the config, before anything is written -------------------
     parts = get_parts(config, workdir)
-    state = init_state(parts.make_params, parts.optimizer, parts.mesh)
+    state = init_state(parts.make_params, parts.optimizer, parts.mesh, parts.initial_params)
     t = config.training
     if parts.convolutional and t.n_jitted_steps > 1 and jax.default_backend() == "cpu":
         logging.warning("training.n_jitted_steps=%d: on CPU, 1 trains convolutional networks "

@@ -99,7 +99,9 @@ def get_parts(config, workdir: str) -> run_lib.RunParts:
     run, sd = build(config)
     parts = pipeline.text_parts(run, workdir)
     unet = sd.params["unet"]
-    return parts._replace(make_params=lambda: {"unet": unet})
+    # the checkpoint enters the initialiser as an argument (make_params only gives its shapes
+    # to eval_shape), so an 860M-parameter UNet is not compiled in as constants
+    return parts._replace(make_params=lambda: {"unet": unet}, initial_params={"unet": unet})
 
 
 def finetuned_unet(config, unet_params, mesh, workdir: str):
