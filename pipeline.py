@@ -278,6 +278,14 @@ def text_parts(run: TextRun, workdir: str) -> run_lib.RunParts:
 # ---------------------------------------------------------------------------------------------
 
 
+def prompt_context(run: TextRun, embed, params, prompts):
+    """(context [n, L, D], mask [n, L]) of prompts: the run's tokenizer, then `embed` (the
+    jitted run.text.embed) with the run's text parameters."""
+    ids, mask = run.text.tokenize(list(prompts))
+    ids, mask = jnp.asarray(ids), jnp.asarray(mask)
+    return embed(params.get("text"), ids, mask), mask
+
+
 class TextSampler:
     """Images from prompts with classifier-free guidance: a jitted generator of `batch_size`
     samples per call, compiled once and shared by every prompt list and guidance scale.
@@ -314,9 +322,7 @@ class TextSampler:
 
     def context(self, params, prompts):
         """(context [n, L, D], mask [n, L]) of prompts under the run's text encoder."""
-        ids, mask = self.run.text.tokenize(list(prompts))
-        ids, mask = jnp.asarray(ids), jnp.asarray(mask)
-        return self._embed(params.get("text"), ids, mask), mask
+        return prompt_context(self.run, self._embed, params, prompts)
 
     def __call__(self, rng, params, prompts, guidance_scale) -> np.ndarray:
         prompts = list(prompts)

@@ -83,9 +83,8 @@ def run_text_task(config, run, params, images, masks, prompts, rng):
     tasks._task_sampler(task, run.sde, jnp.zeros((bs,) + run.shape),
                         model_masks[:bs] if use_mask else None, strength, method, kw)
     encode = _encoder(run)
-    text = pipeline.TextSampler.__new__(pipeline.TextSampler)  # only its context()
-    text.run, text._embed = run, jax.jit(run.text.embed)
-    null_ctx, null_mask = text.context(params, [pipeline.NULL_PROMPT])
+    embed = jax.jit(run.text.embed)
+    null_ctx, null_mask = pipeline.prompt_context(run, embed, params, [pipeline.NULL_PROMPT])
     continuous = bool(config.training.continuous)
     codec_params = None if run.codec is None else run.codec.params
 
@@ -109,7 +108,7 @@ def run_text_task(config, run, params, images, masks, prompts, rng):
         if pad:
             y, m = (np.concatenate([a, a[:1].repeat(pad, 0)]) for a in (y, m))
             p = p + [p[0]] * pad
-        ctx, mask = text.context(params, p)
+        ctx, mask = pipeline.prompt_context(run, embed, params, p)
         x, nfe = batch(jax.random.fold_in(rng, i), params, encode(jnp.asarray(y)),
                        jnp.asarray(m), ctx, mask, codec_params)
         out.append(np.asarray(x)[: bs - pad])
