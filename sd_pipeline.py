@@ -1,8 +1,10 @@
 """Stable Diffusion 1.x / 2.x (Rombach et al. 2022) from a pretrained diffusers-layout directory
 through the CLI: prompts and negative prompts -> CLIP context -> latents sampled with
 classifier-free guidance (Ho & Salimans 2021) -> VAE decode / scale_factor; SDEdit img2img
-(Meng et al. 2022) and inpainting by replacement in latent space. run_lib dispatches
-`--mode sample` here for a config with a `pretrained` section (`pipeline.run_kind`).
+(Meng et al. 2022) and inpainting by replacement in latent space; optionally the checkpoint
+scheduler's own discrete timesteps (sampling.timesteps='diffusers') and a tiled VAE for large
+images (pretrained.vae_tile, models/vae_tiling.py). run_lib dispatches `--mode sample` here for
+a config with a `pretrained` section (`pipeline.run_kind`).
 """
 
 from __future__ import annotations
@@ -18,18 +20,23 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import controllable
+import fast_sampling
 import pipeline
 import precision
 import run_lib
 import sampling
 import tasks
 import text_tasks
-from models import pretrained
+from models import pretrained, vae_tiling
 from models import utils as mutils
 from utils import ConfigError, choose, require
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 TASKS = ("none", "img2img", "inpaint")
+# sampling.timesteps: '' the solver's own time grid; 'diffusers' the checkpoint scheduler's
+TIMESTEPS = ("", "diffusers")
+# methods that take one grid step per score evaluation, as diffusers' schedulers do
+SCHEDULER_METHODS = ("ddim", "dpm_solver++", "unipc")
 # sampling fields that are data of one call, not settings of the compiled sampler
 REQUEST_FIELDS = ("prompts", "prompts_file", "negative_prompts", "samples_per_prompt", "seed",
                   "guidance_scale", "input")
@@ -42,7 +49,8 @@ REQUEST_FIELDS = ("prompts", "prompts_file", "negative_prompts", "samples_per_pr
 
 class Request(NamedTuple):
     """One entry per image: prompts, negatives (the unconditional half), seeds; and the task,
-    guidance scale w, image_size, the checkpoint path and compute dtype name."""
+    guidance scale w, image_size, the checkpoint path, compute dtype name and the VAE's
+    (tile, overlap) in latent pixels (0, 0: untiled)."""
 
     prompts: list
     negatives: list
@@ -52,6 +60,7 @@ class Request(NamedTuple):
     image_size: int
     path: str
     dtype: str
+    vae_tiling: tuple = (0, 0)
 
 
 def negative_prompts(text: str, num_prompts: int) -> list[str]:
@@ -79,7 +88,9 @@ def read_request(config) -> Request:
             "in diffusers' layout, --config.pretrained.path=DIR")
     require(os.path.isdir(path), "pretrained.path", f"{path} is not a directory")
     dtype = choose("pretrained.dtype", str(p.get("dtype", "float32")), DTYPES)
+    tiling = vae_tiling.check_tiling(p.get("vae_tile", 0), p.get("vae_tile_overlap", -1))
     task = choose("sampling.task", str(s.get("task", "none")), TASKS)
+    check_timesteps(config, task)
     prompts = pipeline.parse_prompts(config)
     negatives = negative_prompts(s.get("negative_prompts", ""), len(prompts))
     w = pipeline.check_guidance(s.get("guidance_scale", 7.5), "sampling.guidance_scale")
@@ -93,12 +104,42 @@ def read_request(config) -> Request:
     negatives = [q for q in negatives for _ in range(k)]
     seed = int(s.get("seed", config.get("seed", 0)))
     seeds = [seed + i for i in range(len(prompts))]
-    return Request(prompts, negatives, seeds, task, w, size, path, dtype)
+    return Request(prompts, negatives, seeds, task, w, size, path, dtype, tiling)
+
+
+def check_timesteps(config, task: str) -> str:
+    """sampling.timesteps after the checks that need no checkpoint."""
+    s = config.sampling
+    kind = choose("sampling.timesteps", str(s.get("timesteps", "") or ""), TIMESTEPS)
+    if kind == "diffusers":
+        method = str(s.method)
+        require(method in SCHEDULER_METHODS and (method != "dpm_solver++" or
+                                                 bool(s.get("multistep", True))),
+                "sampling.timesteps", f"'diffusers' needs sampling.method one of "
+                f"{', '.join(SCHEDULER_METHODS)} (multistep: one step per UNet evaluation), "
+                f"got {method!r}")
+        require(task != "img2img", "sampling.timesteps",
+                "'diffusers' is for sampling.task 'none' or 'inpaint' (img2img starts at "
+                "sampling.strength on the solver's own grid)")
+    return kind
 
 
 # ---------------------------------------------------------------------------------------------
 # The checkpoint
 # ---------------------------------------------------------------------------------------------
+
+
+def scheduler_times(path: str, steps: int) -> np.ndarray:
+    """The time grid [steps + 1] of the checkpoint scheduler's discrete timesteps for `steps`
+    steps (fast_sampling.discrete_times of pretrained.scheduler_timesteps)."""
+    where = os.path.join(path, "scheduler", "scheduler_config.json")
+    cfg = pretrained._json(where)
+    try:
+        timesteps, final = pretrained.scheduler_timesteps(cfg, int(steps), where)
+    except ConfigError as e:
+        raise ConfigError(f"sampling.timesteps='diffusers': {e}") from None
+    sde, _ = pretrained.sde_from_scheduler(cfg, where)
+    return fast_sampling.discrete_times(sde, timesteps, final)
 
 
 def downsampling(path: str) -> tuple[int, int]:
@@ -111,7 +152,8 @@ def downsampling(path: str) -> tuple[int, int]:
 class SDRun(NamedTuple):
     """A loaded checkpoint ready to sample: sd (pretrained.StableDiffusion), unet (the module
     or a precision.CastModel computing in dtype), prediction_type, latent_shape (h, w, c), mesh;
-    embed: jitted (params, ids) -> context; generators: the compiled ones by their settings."""
+    embed: jitted (params, ids) -> context; generators: the compiled ones by their settings;
+    path: the checkpoint directory."""
 
     sd: pretrained.StableDiffusion
     unet: object
@@ -121,6 +163,7 @@ class SDRun(NamedTuple):
     mesh: jax.sharding.Mesh
     embed: object
     generators: dict
+    path: str = ""
 
 
 # The last checkpoint loaded in this process, kept for the next --mode sample call (in-process
@@ -131,7 +174,7 @@ _LOADED: dict = {}
 def _checkpoint_key(request: Request, prediction: str) -> tuple:
     """What a loaded run depends on, including when its weights files last changed."""
     stamps = []
-    for part in ("unet", "vae", "text_encoder"):
+    for part in ("unet", "vae", "text_encoder", "scheduler"):
         folder = os.path.join(request.path, part)
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         stamps.append(tuple((n, os.path.getmtime(os.path.join(folder, n))) for n in names))
@@ -159,7 +202,7 @@ def load(config, request: Request) -> SDRun:
     embed = jax.jit(lambda p, ids: sd.text_encoder.apply({"params": p}, ids)[0].astype(
         jnp.float32))
     run = SDRun(sd, unet, dtype, prediction or sd.prediction_type,
-                (side, side, sd.vae.embed_dim), run_lib.make_mesh(), embed, {})
+                (side, side, sd.vae.embed_dim), run_lib.make_mesh(), embed, {}, request.path)
     _LOADED[key] = run
     return run
 
@@ -171,20 +214,35 @@ def load(config, request: Request) -> SDRun:
 
 def _task_sampler(config, run: SDRun, task: str, y, m):
     """sampler(rng, score_fn) -> (x [B, h, w, c], nfe) for the task on latents y with the
-    latent mask m (1 = known; img2img without sampling.mask: None)."""
-    if task == "none":
+    latent mask m (1 = known; img2img without sampling.mask: None); on the checkpoint
+    scheduler's timesteps with sampling.timesteps='diffusers'."""
+    diffusers = check_timesteps(config, task) == "diffusers"
+    if task == "none" and not diffusers:
         return sampling.get_sampler(config, run.sd.sde, y.shape)
     method, kw = tasks.sampler_kwargs(config)
+    if diffusers:
+        kw["times"] = scheduler_times(run.path, kw["steps"])
+        require(kw["times"][-1] > 0 or method != "unipc", "sampling.timesteps",
+                "'diffusers' timesteps of this checkpoint end at sigma = 0, where "
+                "sampling.method='unipc' cannot step; choose 'ddim' or 'dpm_solver++'")
+    if task == "none":
+        return fast_sampling.get_fast_sampler(run.sd.sde, y.shape, method, **kw)
     if task == "inpaint":
         return controllable.get_inpaint_sampler(run.sd.sde, y, m, method, **kw)
     strength = float(config.sampling.get("strength", 0.75))
     return controllable.get_sdedit_sampler(run.sd.sde, y, strength, method, m, **kw)
 
 
-def make_generator(config, run: SDRun, task: str, use_mask: bool):
+def vae_factor(run: SDRun) -> int:
+    """Image pixels per latent pixel (the autoencoder's downsampling)."""
+    return 2 ** (len(run.sd.vae.ch_mult) - 1)
+
+
+def make_generator(config, run: SDRun, task: str, use_mask: bool, tiling: tuple = (0, 0)):
     """A jitted (keys [b], ctx [b, L, D], null_ctx [b, L, D], w, y [b, h, w, c], m) -> (images
     [b, H, W, 3] in [0, 1], nfe): each image from its own key (vmapped one-image samplers, so
-    an image depends on its seed only), its batch split over the devices when it divides."""
+    an image depends on its seed only), its batch split over the devices when it divides;
+    tiling: the VAE decode's (tile, overlap) in latent pixels ((0, 0): one pass)."""
     sd = run.sd
     one_shape = (1,) + run.latent_shape
     # bad sampler settings fail here, outside jit, with their one line
@@ -205,8 +263,9 @@ def make_generator(config, run: SDRun, task: str, use_mask: bool):
     def generate(keys, ctx, null_ctx, w, y, m, params):
         z, nfe = jax.vmap(one, in_axes=(0, 0, 0, None, 0, 0, None))(
             keys, ctx, null_ctx, w, y, m, params["unet"])
-        images = sd.vae.apply({"params": params["vae"]}, (z / sd.scale_factor).astype(run.dtype),
-                              method=sd.vae.decode).astype(jnp.float32)
+        decode = lambda z: sd.vae.apply({"params": params["vae"]}, z, method=sd.vae.decode)
+        images = vae_tiling.tiled(decode, (z / sd.scale_factor).astype(run.dtype), *tiling, 1,
+                                  vae_factor(run)).astype(jnp.float32)
         images = jnp.clip((images + 1.0) / 2.0, 0.0, 1.0)
         return jax.lax.with_sharding_constraint(images, replicated), jnp.max(nfe)
 
@@ -219,15 +278,17 @@ def encode_prompts(run: SDRun, prompts: list[str]) -> jnp.ndarray:
     return run.embed(run.sd.params["text_encoder"], ids)
 
 
-def encode_images(run: SDRun, images: np.ndarray) -> np.ndarray:
-    """Latents [n, h, w, c] = scale_factor * posterior mean of images [n, H, W, 3] in [0, 1]."""
+def encode_images(run: SDRun, images: np.ndarray, tiling: tuple = (0, 0)) -> np.ndarray:
+    """Latents [n, h, w, c] = scale_factor * posterior mean of images [n, H, W, 3] in [0, 1];
+    tiling: (tile, overlap) in latent pixels ((0, 0): one pass)."""
     sd = run.sd
 
     @jax.jit
     def encode(params, x):
-        post = sd.vae.apply({"params": params}, (2.0 * x - 1.0).astype(run.dtype),
-                            method=sd.vae.encode)
-        return (post.mean.astype(jnp.float32)) * sd.scale_factor
+        mean = lambda x: sd.vae.apply({"params": params}, x, method=sd.vae.encode).mean
+        z = vae_tiling.tiled(mean, (2.0 * x - 1.0).astype(run.dtype), *tiling, vae_factor(run),
+                             1)
+        return z.astype(jnp.float32) * sd.scale_factor
 
     return np.asarray(encode(sd.params["vae"], jnp.asarray(images)))
 
@@ -253,7 +314,7 @@ def task_inputs(config, run: SDRun, request: Request):
     images = tasks.load_inputs(config, (size, size, 3), n)
     require(len(images) in (1, n), "sampling.input",
             f"{len(images)} images for {n} samples; give one image for all or one per sample")
-    latents = encode_images(run, images)  # [1 or n, h, w, c]
+    latents = encode_images(run, images, request.vae_tiling)  # [1 or n, h, w, c]
     images = np.broadcast_to(images, (n,) + images.shape[1:]).copy()
     pixel = tasks._masks(config, (size, size, 3), n)  # all ones when the task has no mask
     masks = latent_masks(pixel, size // run.latent_shape[0])
@@ -272,9 +333,11 @@ def generate_images(config, run: SDRun, request: Request, y, m, params=None
     use_mask = request.task == "inpaint" or (request.task == "img2img" and
                                                bool(tasks.mask_name(config, request.task)))
     settings = {k: v for k, v in config.sampling.items() if k not in REQUEST_FIELDS}
-    key = (request.task, b, use_mask, json.dumps(settings, sort_keys=True, default=str))
+    key = (request.task, b, use_mask, request.vae_tiling,
+           json.dumps(settings, sort_keys=True, default=str))
     if key not in run.generators:
-        run.generators[key] = make_generator(config, run, request.task, use_mask)
+        run.generators[key] = make_generator(config, run, request.task, use_mask,
+                                             request.vae_tiling)
     generate = run.generators[key]
     both = encode_prompts(run, request.prompts + request.negatives)
     ctx, null_ctx = both[:n], both[n:]
@@ -302,6 +365,7 @@ def _settings(config, request: Request, i: int, nfe: int, finetuned: int | None 
     out = {"prompt": request.prompts[i], "negative_prompt": request.negatives[i],
            "seed": request.seeds[i], "guidance_scale": request.guidance_scale,
            "method": str(s.method), "steps": int(s.get("steps", 0) or 0), "nfe": nfe,
+           "timesteps": str(s.get("timesteps", "") or ""), "vae_tile": request.vae_tiling[0],
            "image_size": request.image_size, "dtype": request.dtype,
            "checkpoint": os.path.abspath(request.path), "task": request.task,
            "finetuned_step": finetuned}

@@ -17,6 +17,10 @@ def get_default_configs():
     pretrained.path = ""  # the checkpoint directory: unet/, vae/, text_encoder/, tokenizer/, ...
     pretrained.dtype = "float32"  # compute and parameter dtype: float32 | bfloat16 | float16
     pretrained.prediction_type = ""  # '' : the scheduler's; or 'epsilon' | 'v_prediction'
+    # > 0: the VAE decodes (and img2img / inpaint encode) in overlapping tiles of this many
+    # latent pixels a side, blended linearly (large images; close to, not equal to, one pass)
+    pretrained.vae_tile = 0
+    pretrained.vae_tile_overlap = -1  # latent pixels; -1: a quarter of vae_tile
 
     pretrained.use_workdir = True  # --mode sample: the workdir's fine-tuned EMA UNet if any
 
@@ -70,6 +74,9 @@ def get_default_configs():
     sampling.steps = 25
     sampling.order = 2
     sampling.schedule = "logsnr"
+    # '' : the solver's own time grid (sampling.schedule); 'diffusers': the checkpoint
+    # scheduler's discrete timesteps for sampling.steps (methods ddim, dpm_solver++, unipc)
+    sampling.timesteps = ""
     sampling.multistep = True
     sampling.lower_order_final = True
     # sampling.method='pc' | 'ode' read these

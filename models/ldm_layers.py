@@ -51,8 +51,12 @@ def attention(q, k, v, heads: int, mask=None):
     if inner % heads:
         raise ConfigError(f"attention width {inner} is not divisible by {heads} heads")
     split = lambda a: a.reshape(a.shape[0], a.shape[1], heads, inner // heads)
+    dtype = q.dtype
+    if dtype == jnp.float16 and jax.default_backend() == "cpu":
+        # XLA:CPU has no float16 x float16 -> float32 dot, which the attention asks for
+        q, k, v = (a.astype(jnp.float32) for a in (q, k, v))
     out = jax.nn.dot_product_attention(split(q), split(k), split(v), mask=mask)
-    return out.reshape(b, t, inner)
+    return out.reshape(b, t, inner).astype(dtype)
 
 
 class ResnetBlock(nn.Module):

@@ -283,6 +283,81 @@ def sde_from_scheduler(cfg: dict, path: str = "scheduler_config.json"
     return sde_lib.VPSDE(start * n, end * n, n, eps=1.0 / n, schedule=schedule), prediction
 
 
+# Scheduler classes whose `set_timesteps` this reproduces: (their timestep spacing when the
+# config names none, their set_alpha_to_one default; None: DPM-Solver, which lays out
+# steps + 1 points, drops the last and steps to the next timestep, not n - N // steps).
+SCHEDULERS = {"DDIMScheduler": ("leading", True), "PNDMScheduler": ("leading", False),
+              "DPMSolverMultistepScheduler": ("linspace", None)}
+# scheduler options that move the timesteps or noise levels away from the rules below
+SCHEDULER_SIGMAS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+                    "use_lu_lambdas")
+
+
+def scheduler_timesteps(cfg: dict, steps: int, path: str = "scheduler_config.json"
+                        ) -> tuple[np.ndarray, str]:
+    """(the discrete timesteps a diffusers scheduler visits in `steps` steps, where its last
+    step lands: 'zero' or 'first' as in fast_sampling.discrete_times).
+
+    The spacings of diffusers' set_timesteps over N training timesteps: 'leading' (multiples of
+    N // steps, plus steps_offset), 'trailing' (N - 1 down in steps of N / steps), 'linspace'
+    (0..N - 1 evenly, rounded); DPM-Solver lays out steps + 1 points and drops the last. DDIM
+    and PNDM step from n to n - N // steps, which must be the next timestep (so 'leading'; and
+    'trailing' when steps divides N); PNDM's PLMS warm-up repeats a timestep, its distinct ones
+    are given. The last step lands on alpha = 1 (set_alpha_to_one; DPM-Solver's
+    final_sigmas_type='zero') or on timestep 0's noise level.
+
+    Args:
+      cfg: scheduler_config.json as a dict. steps: the number of sampling steps.
+      path: named in errors.
+    Returns:
+      (int timesteps [steps], decreasing, in [0, N); 'zero' | 'first').
+    Raises:
+      ConfigError: one line for a scheduler class, option or step count this does not
+        reproduce.
+    """
+    name = str(cfg.get("_class_name", "DDIMScheduler"))
+    if name not in SCHEDULERS:
+        raise ConfigError(f"{path}: _class_name={name!r} is not a scheduler whose timesteps "
+                          "sampling.timesteps='diffusers' reproduces; choose one of: "
+                          f"{', '.join(SCHEDULERS)}")
+    for key in SCHEDULER_SIGMAS:
+        if cfg.get(key):
+            raise ConfigError(f"{path}: {key}={cfg[key]!r} is unsupported for "
+                              "sampling.timesteps='diffusers'")
+    if float(cfg.get("lambda_min_clipped", -np.inf)) != -np.inf:
+        raise ConfigError(f"{path}: lambda_min_clipped={cfg['lambda_min_clipped']!r} is "
+                          "unsupported for sampling.timesteps='diffusers'")
+    default_spacing, alpha_to_one = SCHEDULERS[name]
+    dpm = alpha_to_one is None
+    spacing = str(cfg.get("timestep_spacing") or default_spacing)
+    if spacing not in ("leading", "trailing", "linspace"):
+        raise ConfigError(f"{path}: timestep_spacing={spacing!r} is unsupported; choose one of: "
+                          "leading, trailing, linspace")
+    n, offset = int(cfg.get("num_train_timesteps", 1000)), int(cfg.get("steps_offset", 0))
+    if not 1 <= steps < n:
+        raise ConfigError(f"sampling.steps={steps} must be in [1, {n}) for "
+                          "sampling.timesteps='diffusers'")
+    points = steps + 1 if dpm else steps
+    if spacing == "linspace":
+        t = np.round(np.linspace(0, n - 1, points))[::-1][:steps]
+    elif spacing == "leading":
+        t = np.round(np.arange(points) * (n // points))[::-1][:steps] + offset
+    else:
+        t = np.round(np.arange(n, 0, -n / steps)) - 1
+    t = t.astype(np.int64)
+    if len(t) != steps or np.any(np.diff(t) >= 0) or t.min() < 0 or t.max() >= n:
+        raise ConfigError(f"{path}: {spacing!r} spacing gives no {steps} distinct timesteps "
+                          f"in [0, {n}): {t.tolist()}; choose other sampling.steps")
+    if dpm:
+        return t, "zero" if cfg.get("final_sigmas_type", "zero") == "zero" else "first"
+    targets = t - n // steps  # where DDIM / PNDM step to
+    if np.any(targets[:-1] != t[1:]) or targets[-1] >= 0:
+        raise ConfigError(f"{path}: {name} steps n -> n - {n // steps}, not to the next of the "
+                          f"{spacing!r} timesteps {t.tolist()}; choose sampling.timesteps='' or "
+                          "(for 'trailing') sampling.steps dividing num_train_timesteps")
+    return t, "zero" if cfg.get("set_alpha_to_one", alpha_to_one) else "first"
+
+
 def _template(module, *args, **kwargs) -> dict:
     init = lambda rng: module.init({"params": rng, "posterior": rng}, *args, **kwargs)
     return jax.eval_shape(init, jax.random.key(0))["params"]

@@ -193,6 +193,81 @@ def test_dpm_solver_pp_trajectory_matches_diffusers(loaded, refs, guided, name):
     _close(ours, ref["dpm_path"])
 
 
+def test_scheduler_timesteps_follow_diffusers_spacings():
+    with open(os.path.join(DATA, "sd1", "scheduler", "scheduler_config.json")) as f:
+        ddim = json.load(f)  # DDIMScheduler, 'leading', steps_offset 1, set_alpha_to_one False
+    t, final = pretrained.scheduler_timesteps(ddim, 5)
+    np.testing.assert_array_equal(t, [801, 601, 401, 201, 1])  # recorded from diffusers
+    assert final == "first"
+    dpm = {"_class_name": "DPMSolverMultistepScheduler"}  # defaults: 'linspace', 'zero'
+    t, final = pretrained.scheduler_timesteps(dpm, 5)
+    np.testing.assert_array_equal(t, [999, 799, 599, 400, 200])  # recorded from diffusers
+    assert final == "zero"
+    # 10 steps of N = 1000 (Lin et al. 2023, Table 2): 'leading' (+1 offset) and 'trailing'
+    t, _ = pretrained.scheduler_timesteps(ddim, 10)
+    np.testing.assert_array_equal(t, np.arange(901, 0, -100))
+    t, final = pretrained.scheduler_timesteps({**ddim, "timestep_spacing": "trailing",
+                                               "set_alpha_to_one": True}, 10)
+    np.testing.assert_array_equal(t, np.arange(999, 0, -100))
+    assert final == "zero"
+    bad = [
+        ({**ddim, "timestep_spacing": "linspace"}, 10, "steps n -> n - 100"),  # 999, 888, ...
+        ({**ddim, "timestep_spacing": "trailing"}, 3, "steps n -> n - 333"),
+        ({**ddim, "_class_name": "EulerDiscreteScheduler"}, 5, "EulerDiscreteScheduler"),
+        ({**dpm, "use_karras_sigmas": True}, 5, "use_karras_sigmas"),
+        ({**ddim, "timestep_spacing": "odd"}, 5, "timestep_spacing='odd'"),
+        (ddim, 1000, r"sampling\.steps=1000"),
+    ]
+    for cfg, steps, match in bad:
+        with pytest.raises(ConfigError, match=match):
+            pretrained.scheduler_timesteps(cfg, steps)
+
+
+@pytest.mark.parametrize("scheduler,method,key", [
+    ("DDIMScheduler", "ddim", "ddim_path"),
+    ("DPMSolverMultistepScheduler", "dpm_solver++", "dpm_path")])
+def test_config_diffusers_timesteps_reproduce_the_scheduler_trajectory(
+        loaded, refs, guided, tmp_path, scheduler, method, key):
+    """sampling.timesteps='diffusers' through sd_pipeline's config path: the sampler of a
+    checkpoint whose scheduler_config.json names `scheduler` ends where diffusers' scheduler
+    did from the same x_T (5 steps, guided); the solver's own grid ('') does not."""
+    import run_lib
+    import sd_pipeline
+    from configs.sd import sd15
+
+    path = os.path.join(DATA, "sd1")
+    if scheduler != "DDIMScheduler":  # the same checkpoint with that scheduler's config only
+        path = str(tmp_path / "sd")
+        shutil.copytree(os.path.join(DATA, "sd1"), path)
+        where = os.path.join(path, "scheduler", "scheduler_config.json")
+        with open(where) as f:
+            cfg = json.load(f)
+        keep = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps",
+                "prediction_type")
+        with open(where, "w") as f:  # its own defaults otherwise: 'linspace', sigma 0 at the end
+            json.dump({"_class_name": scheduler, **{k: cfg[k] for k in keep}}, f)
+    ref = refs["sd1"]
+    score = guided["sd1"]
+
+    def score_fn(x, t):
+        return jax.pure_callback(lambda x, t: np.asarray(score(np.asarray(x), np.asarray(t))),
+                                 jax.ShapeDtypeStruct(x.shape, x.dtype), x, t)
+
+    ends = {}
+    for timesteps in ("diffusers", ""):
+        config = run_lib.override(sd15.get_config(), {
+            "pretrained.path": path, "data.image_size": 16, "sampling.method": method,
+            "sampling.order": 1 if method == "ddim" else 2, "sampling.steps": 5,
+            "sampling.timesteps": timesteps})
+        run = sd_pipeline.load(config, sd_pipeline.read_request(config))
+        sampler = sd_pipeline._task_sampler(config, run, "none", jnp.zeros(ref["x_T"].shape),
+                                            None)
+        run_x = jax.jit(lambda x, sampler=sampler: sampler(jax.random.key(0), score_fn, x)[0])
+        ends[timesteps] = np.asarray(run_x(jnp.asarray(ref["x_T"])))
+    _close(ends["diffusers"], ref[key][-1])
+    assert np.abs(ends[""] - ref[key][-1]).max() > 1e-2 * np.abs(ref[key][-1]).max()
+
+
 # ---------------------------------------------------------------- bad input
 
 

@@ -1,7 +1,8 @@
 """`--mode train` fine-tunes a pretrained Stable Diffusion checkpoint (sd_finetune.py) on the tiny
 checkpoints of tests/data/sd_tiny and a captioned 32x32 image folder: main.py trains and
 checkpoints, a resumed run equals an uninterrupted one, `--mode sample` on the workdir samples
-the fine-tuned EMA UNet, the v-prediction objective is the v regression, bad input is one line.
+the fine-tuned EMA UNet (all main.py subprocesses, run side by side), the v-prediction objective
+is the v regression, bad input is one line.
 """
 
 import json
@@ -49,30 +50,35 @@ def _config(folder, family=sd15, path=SD1, **updates):
                                                   "data.data_dir": folder, **updates})
 
 
-def _args(config_file, path, folder, workdir) -> list:
-    return [f"--config={config_file}", f"--workdir={workdir}", "--mode=train",
+def _args(config_file, path, folder, workdir, mode="train", **updates) -> list:
+    settings = {**TRAIN, **updates}
+    return [f"--config={config_file}", f"--workdir={workdir}", f"--mode={mode}",
             f"--config.pretrained.path={path}", f"--config.data.data_dir={folder}",
-            *[f"--config.{k}={v}" for k, v in TRAIN.items() if k != "data.data_dir"]]
+            *[f"--config.{k.replace('__', '.')}={v}" for k, v in settings.items()
+              if k != "data.data_dir"]]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The uninterrupted main.py run (started first: it compiles beside the in-process tests)
-    and its image folder: (folder, workdir, process)."""
+    """main.py runs in subprocesses (XLA at its fast-compiling setting, one compilation cache),
+    started side by side: the uninterrupted run ('full', 4 steps), the same run stopped after
+    2 ('half'; the test resumes it) and the original checkpoint's samples ('orig'). Returns
+    (root, folder, workdirs, processes), both dicts by name."""
     root = tmp_path_factory.mktemp("sd_finetune")
     folder = make_folder(root)
-    workdir = root / "full"
-    proc = image_runs.start(_args("configs/sd/sd15.py", SD1, folder, workdir), root)
-    yield folder, workdir, proc
-    if proc.poll() is None:  # a test before `full` failed: stop the run
-        image_runs.finish(proc, timeout=0)
-
-
-@pytest.fixture(scope="module")
-def full(runs):
-    folder, workdir, proc = runs
-    image_runs.check(image_runs.finish(proc), "main.py --mode train")
-    return folder, workdir
+    workdirs = {name: root / name for name in ("full", "half", "orig")}
+    procs = {
+        "full": image_runs.start(_args("configs/sd/sd15.py", SD1, folder, workdirs["full"]),
+                                 root),
+        "half": image_runs.start(_args("configs/sd/sd15.py", SD1, folder, workdirs["half"],
+                                       training__n_iters=2), root),
+        "orig": image_runs.start(_args("configs/sd/sd15.py", SD1, folder, workdirs["orig"],
+                                       "sample", pretrained__use_workdir=False), root),
+    }
+    yield root, folder, workdirs, procs
+    for proc in procs.values():
+        if proc.poll() is None:  # a test failed before waiting for it: stop the run
+            image_runs.finish(proc, timeout=0)
 
 
 def test_v_loss_is_the_v_regression():
@@ -104,36 +110,6 @@ def test_v_loss_is_the_v_regression():
         losses.get_loss_fn(sde, ExactV(0.0), True, "dsm", True, prediction_type="v_prediction")
 
 
-def test_resume_equals_uninterrupted_and_sample_uses_finetuned(full, tmp_path):
-    folder, workdir = full
-    full_losses = image_runs.losses(workdir)
-    assert len(full_losses) == 4 and np.all(np.isfinite(full_losses))
-    assert len(set(full_losses)) > 1
-    assert os.listdir(os.path.join(workdir, "checkpoints"))
-    # the same run stopped after 2 steps and resumed to 4, in-process
-    half = tmp_path / "half"
-    run_lib.train(_config(folder, **{"training.n_iters": 2}), str(half))
-    run_lib.train(_config(folder), str(half))
-    np.testing.assert_allclose(image_runs.losses(half), full_losses, rtol=1e-5)
-    # only the UNet is trained: the checkpoint holds no text encoder or VAE
-    import sd_finetune
-
-    run, sd = sd_finetune.build(_config(folder))
-    ema, step = sd_finetune.finetuned_unet(_config(folder), sd.params["unet"], run.mesh,
-                                           str(workdir))
-    assert step == 4
-    changed = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), ema, sd.params["unet"])
-    assert max(jax.tree.leaves(changed)) > 0
-    # --mode sample: the workdir's fine-tuned EMA, or the original with use_workdir=False
-    sampled = run_lib.sample(_config(folder), str(workdir))
-    original = run_lib.sample(_config(folder, **{"pretrained.use_workdir": False}),
-                              str(tmp_path / "orig"))
-    with np.load(sampled) as a, np.load(original) as b:
-        assert np.abs(a["samples"] - b["samples"]).max() > 1e-3
-    with open(os.path.join(workdir, "samples", "sd_0000.json")) as f:
-        assert json.load(f)["finetuned_step"] == 4
-
-
 def test_v_prediction_checkpoint_objective(tmp_path):
     """The 2.x checkpoint trains its v output: its run carries 'v_prediction' and the text loss
     on a cached batch is finite and differs from the epsilon objective of the same UNet."""
@@ -148,9 +124,10 @@ def test_v_prediction_checkpoint_objective(tmp_path):
     batch = {"x": jnp.asarray(tables["x"][:2]), **{k: jnp.asarray(v[tables["caption"][:2]])
                                                     for k, v in lookups.items()}}
     rng, params = jax.random.PRNGKey(0), {"unet": sd.params["unet"]}
-    v = pipeline.get_text_loss_fn(run, train=False)(rng, params, batch)
-    eps = pipeline.get_text_loss_fn(run._replace(prediction_type="epsilon"), train=False)(
-        rng, params, batch)
+    v_loss = pipeline.get_text_loss_fn(run, train=False)
+    eps_loss = pipeline.get_text_loss_fn(run._replace(prediction_type="epsilon"), train=False)
+    # one compiled call (op-by-op dispatch of the UNet is twice as slow)
+    v, eps = jax.jit(lambda *a: (v_loss(*a), eps_loss(*a)))(rng, params, batch)
     assert np.all(np.isfinite(v)) and not np.allclose(v, eps)
 
 
@@ -166,3 +143,42 @@ def test_bad_input_is_one_line(updates, key, tmp_path):
         run_lib.train(_config(make_folder(tmp_path), **updates), str(tmp_path / "w"))
     assert key in str(e.value) and "\n" not in str(e.value)
     assert not os.path.exists(tmp_path / "w")
+
+
+def test_resume_equals_uninterrupted_and_sample_uses_finetuned(runs):
+    """The run stopped after 2 steps and resumed to 4 by a second process logs the
+    uninterrupted run's losses; --mode sample on its workdir samples the fine-tuned EMA."""
+    root, folder, workdirs, procs = runs
+    finish = lambda name, what: image_runs.check(image_runs.finish(procs[name]), what)
+    start = lambda workdir, *a, **kw: image_runs.start(
+        _args("configs/sd/sd15.py", SD1, folder, workdir, *a, **kw), root)
+    finish("half", "main.py --mode train (2 steps)")
+    assert len(image_runs.losses(workdirs["half"])) == 2
+    procs["resumed"] = start(workdirs["half"])
+    finish("full", "main.py --mode train")
+    # --mode sample: the workdir's fine-tuned EMA ('orig': use_workdir=False, the original)
+    procs["sampled"] = start(workdirs["full"], "sample")
+    full_losses = image_runs.losses(workdirs["full"])
+    assert len(full_losses) == 4 and np.all(np.isfinite(full_losses))
+    assert len(set(full_losses)) > 1
+    assert os.listdir(os.path.join(workdirs["full"], "checkpoints"))
+    # only the UNet is trained: the checkpoint holds no text encoder or VAE
+    import sd_finetune
+
+    run, sd = sd_finetune.build(_config(folder))
+    ema, step = sd_finetune.finetuned_unet(_config(folder), sd.params["unet"], run.mesh,
+                                           str(workdirs["full"]))
+    assert step == 4
+    changed = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), ema, sd.params["unet"])
+    assert max(jax.tree.leaves(changed)) > 0
+    finish("sampled", "main.py --mode sample (fine-tuned)")
+    finish("orig", "main.py --mode sample (original)")
+    with np.load(os.path.join(workdirs["full"], "samples", "samples_0.npz")) as a, \
+            np.load(os.path.join(workdirs["orig"], "samples", "samples_0.npz")) as b:
+        assert a["samples"].shape == b["samples"].shape == (1, 32, 32, 3)
+        assert np.abs(a["samples"] - b["samples"]).max() > 1e-3
+    for name, step in (("full", 4), ("orig", None)):
+        with open(os.path.join(workdirs[name], "samples", "sd_0000.json")) as f:
+            assert json.load(f)["finetuned_step"] == step
+    finish("resumed", "main.py --mode train (resumed to 4 steps)")
+    np.testing.assert_allclose(image_runs.losses(workdirs["half"]), full_losses, rtol=1e-5)

@@ -13,6 +13,9 @@ steps and method, and samples_0.npz of all of them; 25 DPM-Solver++ (2M) steps w
 are 50 UNet evaluations per image (minutes per image on a CPU, seconds on a GPU).
 img2img: --config.sampling.task=img2img --config.sampling.input=DIR_OF_PNGS
 --config.sampling.strength=0.6; inpainting: --config.sampling.task=inpaint (sampling.mask).
+The checkpoint scheduler's own timesteps: --config.sampling.timesteps=diffusers (with
+sampling.method 'ddim' and sampling.order=1, or 'dpm_solver++'); images much larger than 512:
+--config.pretrained.vae_tile=64 (a tiled VAE, models/vae_tiling.py).
 """
 
 from configs.default_sd import get_default_configs
