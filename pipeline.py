@@ -224,7 +224,8 @@ def get_text_loss_fn(run: TextRun, train: bool = True):
     unet = precision.with_compute_dtype(run.unet, t.get("compute_dtype", "float32")
                                         if train else "float32")
     base = losses.get_loss_fn(run.sde, unet, train, t.method, t.continuous, t.reduce_mean,
-                              t.likelihood_weighting, prediction_type=run.prediction_type)
+                              t.likelihood_weighting, t.get("P_mean", -1.2), t.get("P_std", 1.2),
+                              prediction_type=run.prediction_type)
     p_drop = float(t.get("cond_drop_prob", 0.1)) if train else 0.0
     null_ids, null_mask, null_ctx = _null_condition(run)
     scale = 1.0 if run.codec is None else run.codec.scale_factor

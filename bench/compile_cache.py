@@ -54,7 +54,7 @@ exp = run_lib.build(config)
 optimizer = run_lib.get_optimizer(config)
 step_fn = losses.get_step_fn(run_lib.get_loss_fn(config, exp), optimizer, config.model.ema_rate,
                              bool(config.model.get("ema_warmup", False)))
-state = run_lib.init_state(config, exp, optimizer)
+state = run_lib.init_state(lambda: run_lib.init_params(config, exp), optimizer, exp.mesh)
 p_step = run_lib._jit_train_steps(step_fn, run_lib._key(config, run_lib.STREAM_TRAIN),
                                   NamedSharding(exp.mesh, P()))
 n, b = int(config.training.n_jitted_steps), int(config.training.batch_size)

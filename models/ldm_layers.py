@@ -65,22 +65,32 @@ class ResnetBlock(nn.Module):
     Attributes:
       out_channels: output width (a 1x1 `conv_shortcut` when it differs from the input's).
       groups: GroupNorm groups. eps: GroupNorm epsilon. dropout: rate before conv2.
+      scale_shift: the time embedding gives a scale and a shift of norm2's output,
+        h (1 + scale) + shift (diffusers' resnet_time_scale_shift='scale_shift'; AdaGN of
+        Dhariwal & Nichol 2021), instead of a bias added before norm2.
     """
 
     out_channels: int
     groups: int = 32
     eps: float = 1e-6
     dropout: float = 0.0
+    scale_shift: bool = False
 
     @nn.compact
     def __call__(self, x, temb=None, train: bool = False):
         """x: [B, H, W, C_in]; temb: [B, D] or None. Returns [B, H, W, out_channels]."""
         h = nn.silu(group_norm(self.groups, self.eps, "norm1")(x))
         h = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="conv1")(h)
-        if temb is not None:
+        if temb is None:
+            h = group_norm(self.groups, self.eps, "norm2")(h)
+        elif self.scale_shift:
+            t = nn.Dense(2 * self.out_channels, name="time_emb_proj")(nn.silu(temb))
+            scale, shift = jnp.split(t[:, None, None, :], 2, axis=-1)
+            h = group_norm(self.groups, self.eps, "norm2")(h) * (1.0 + scale) + shift
+        else:
             t = nn.Dense(self.out_channels, name="time_emb_proj")(nn.silu(temb))  # [B, C]
-            h = h + t[:, None, None, :]
-        h = nn.silu(group_norm(self.groups, self.eps, "norm2")(h))
+            h = group_norm(self.groups, self.eps, "norm2")(h + t[:, None, None, :])
+        h = nn.silu(h)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         h = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(h)
         if x.shape[-1] != self.out_channels:

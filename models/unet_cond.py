@@ -101,12 +101,14 @@ class BasicTransformerBlock(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x, context, context_mask=None, train: bool = False):
-        """x: [B, T, C]; context: [B, S, D]; context_mask: [B, S]. Returns [B, T, C]."""
+    def __call__(self, x, context, context_mask=None, train: bool = False, pos=None):
+        """x: [B, T, C]; context: [B, S, D]; context_mask: [B, S]; pos: [T, C] or None, added
+        to the normalised input of both attentions. Returns [B, T, C]."""
         ln = lambda n: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=n)
         attn = lambda n: CrossAttention(self.heads, self.head_dim, self.dropout, name=n)
-        x = x + attn("attn1")(ln("norm1")(x), train=train)
-        x = x + attn("attn2")(ln("norm2")(x), context, context_mask, train=train)
+        at = (lambda h: h) if pos is None else (lambda h: h + pos.astype(h.dtype))
+        x = x + attn("attn1")(at(ln("norm1")(x)), train=train)
+        x = x + attn("attn2")(at(ln("norm2")(x)), context, context_mask, train=train)
         return x + FeedForward(self.dropout, name="ff")(ln("norm3")(x), train=train)
 
 
@@ -126,6 +128,7 @@ class SpatialTransformer(nn.Module):
     groups: int = 32
     use_linear_projection: bool = False
     dropout: float = 0.0
+    pos_embed: bool = False
 
     @nn.compact
     def __call__(self, x, context, context_mask=None, train: bool = False):
@@ -136,10 +139,14 @@ class SpatialTransformer(nn.Module):
             else (lambda n, w, **kw: nn.Conv(w, (1, 1), name=n, **kw))
         h = group_norm(self.groups, 1e-6, "norm")(x)
         h = proj("proj_in", inner)(h).reshape(b, hh * ww, inner)  # [B, HW, inner]
+        # a learned vector per token position, added after the LayerNorms so that it is not
+        # drowned by the noise in the features at high noise levels
+        pos = self.param("pos_embed", nn.initializers.normal(1.0), (hh * ww, inner),
+                         jnp.float32) if self.pos_embed else None
         for k in range(self.depth):
             h = BasicTransformerBlock(self.heads, self.head_dim, self.dropout,
                                       name=f"transformer_blocks_{k}")(h, context, context_mask,
-                                                                      train=train)
+                                                                      train=train, pos=pos)
         h = proj("proj_out", c, kernel_init=nn.initializers.zeros)(h.reshape(b, hh, ww, inner))
         return x + h
 
@@ -187,12 +194,13 @@ class MidBlockCrossAttn(nn.Module):
     groups: int = 32
     eps: float = 1e-5
     dropout: float = 0.0
+    scale_shift: bool = False
 
     @nn.compact
     def __call__(self, x, temb, context, context_mask, train: bool = False):
         """x: [B, h, w, channels] -> same shape."""
         res = lambda j: ResnetBlock(self.channels, self.groups, self.eps, self.dropout,
-                                    name=f"resnets_{j}")
+                                    self.scale_shift, name=f"resnets_{j}")
         x = res(0)(x, temb, train=train)
         x = SpatialTransformer(self.heads, self.channels // self.heads, **dict(self.transformer),
                                name="attentions_0")(x, context, context_mask, train)
@@ -244,7 +252,8 @@ class UNetBlock(nn.Module):
       channels: level width. num_layers: resnets. heads: attention heads (0: no attention).
       transformer: SpatialTransformer keyword fields but heads/head_dim, as a tuple of pairs.
       resample: 'down' | 'up' | 'none'. up: concatenate a skip before each resnet.
-      groups, eps: resnet GroupNorm. dropout: resnet dropout.
+      groups, eps: resnet GroupNorm. dropout: resnet dropout. scale_shift: resnet time
+        embedding as scale and shift.
     """
 
     channels: int
@@ -256,6 +265,7 @@ class UNetBlock(nn.Module):
     groups: int = 32
     eps: float = 1e-5
     dropout: float = 0.0
+    scale_shift: bool = False
 
     @nn.compact
     def __call__(self, x, temb, context, context_mask, skips, train: bool = False):
@@ -269,7 +279,7 @@ class UNetBlock(nn.Module):
             if self.up:
                 x = jnp.concatenate([x, skips.pop()], axis=-1)
             x = ResnetBlock(self.channels, self.groups, self.eps, self.dropout,
-                            name=f"resnets_{j}")(x, temb, train=train)
+                            self.scale_shift, name=f"resnets_{j}")(x, temb, train=train)
             if self.heads:
                 x = SpatialTransformer(self.heads, self.channels // self.heads,
                                        **dict(self.transformer),
@@ -307,6 +317,14 @@ class UNetCond(nn.Module):
       pooled_context: add `add_embedding` (an MLP of the masked mean of the context tokens)
         to the time embedding, so every ResNet block sees the prompt, not only the
         cross-attention layers; off for Stable Diffusion weights.
+      attention_pos_embed: add a learned embedding per token position (`pos_embed`, as in
+        ViT) to the tokens of every SpatialTransformer after proj_in, so its self- and
+        cross-attention queries know where they are; ties the UNet to one latent size; off
+        for Stable Diffusion weights.
+      resnet_scale_shift: every ResNet block takes a scale and a shift of its second
+        GroupNorm's output from the time (+ pooled text) embedding, h (1 + scale) + shift
+        (diffusers' resnet_time_scale_shift='scale_shift'), instead of an added bias: the
+        prompt can then gate spatial features multiplicatively; off for SD weights.
 
     Compute precision follows the parameters and the sample: cast both to bfloat16 for
     half-precision inference (the context is cast to the sample's dtype).
@@ -329,19 +347,22 @@ class UNetCond(nn.Module):
     num_classes: int = 0
     coord_channels: bool = False
     pooled_context: bool = False
+    attention_pos_embed: bool = False
+    resnet_scale_shift: bool = False
 
     def _heads(self, channels: int) -> int:
         return self.num_heads if self.num_heads else channels // self.head_dim
 
     def _transformer(self) -> tuple:
         return (("depth", self.transformer_depth), ("groups", self.norm_num_groups),
-                ("use_linear_projection", self.use_linear_projection), ("dropout", self.dropout))
+                ("use_linear_projection", self.use_linear_projection), ("dropout", self.dropout),
+                ("pos_embed", self.attention_pos_embed))
 
     def _level(self, level: int, num_layers: int, resample: str, up: bool, name: str):
         c = self.block_out_channels[level]
         return UNetBlock(c, num_layers, self._heads(c) if self.attention_levels[level] else 0,
                          self._transformer(), resample, up, self.norm_num_groups, self.norm_eps,
-                         self.dropout, name=name)
+                         self.dropout, self.resnet_scale_shift, name=name)
 
     @nn.compact
     def __call__(self, x, labels, context=None, context_mask=None, class_labels=None,
@@ -381,7 +402,7 @@ class UNetCond(nn.Module):
             skips.extend(outs)
         top = self.block_out_channels[-1]
         h = MidBlockCrossAttn(top, self._heads(top), self._transformer(), self.norm_num_groups,
-                              self.norm_eps, self.dropout,
+                              self.norm_eps, self.dropout, self.resnet_scale_shift,
                               name="mid_block")(h, temb, context, context_mask, train)
         for i in range(n):
             resample = "up" if i < n - 1 else "none"

@@ -137,3 +137,26 @@ def test_inpaint_and_img2img_on_the_latent_text_run(runs):
     assert metrics["num_samples"] == 3 and np.isfinite(metrics["masked_mse"])
     prompts = np.load(os.path.join(full, "samples", "img2img_4.npz"))["prompts"]
     assert list(prompts) == ["a handwritten one"] * 3
+
+
+def test_text_loss_reads_the_edm_noise_distribution(monkeypatch):
+    """A text run's loss is built with the config's training.P_mean / P_std (EDM's ln sigma ~
+    N(P_mean, P_std^2)), not the EDM paper's defaults."""
+    import losses
+    import pipeline
+    from tests.text_tiny import get_config
+
+    config = get_config()
+    config.training.sde, config.training.method = "edmsde", "edm"
+    config.model.sigma_min, config.model.sigma_max, config.model.sigma_data = 0.002, 80.0, 1.0
+    config.training.P_mean, config.training.P_std = 1.0, 1.4
+    seen = {}
+    real = losses.get_edm_loss_fn
+
+    def spy(sde, model, train, reduce_mean=True, P_mean=-1.2, P_std=1.2):
+        seen.update(P_mean=P_mean, P_std=P_std)
+        return real(sde, model, train, reduce_mean, P_mean, P_std)
+
+    monkeypatch.setattr(losses, "get_edm_loss_fn", spy)
+    pipeline.get_text_loss_fn(pipeline.build(config))
+    assert seen == {"P_mean": 1.0, "P_std": 1.4}

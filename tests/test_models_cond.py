@@ -227,6 +227,71 @@ def test_unet_cond_pooled_context_embedding():
     assert float(jnp.abs(model.apply(variables, x, t, context=ctx.at[0, 0].add(1.0),
                                      context_mask=mask)[0] - out[0]).max()) > 1e-6
 
+
+def test_resnet_scale_shift():
+    """resnet_time_scale_shift: time_emb_proj gives 2C (scale, shift) and the block computes
+    silu(GN(h) (1 + scale) + shift); with a zero projection it is the plain block with a zero
+    projection, and a set scale / shift is applied exactly."""
+    from models.ldm_layers import ResnetBlock, group_norm
+
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 8))
+    temb = jax.random.normal(jax.random.key(1), (2, 12))
+    ss, plain = ResnetBlock(8, 4, scale_shift=True), ResnetBlock(8, 4)
+    p = ss.init(jax.random.key(2), x, temb)["params"]
+    q = plain.init(jax.random.key(2), x, temb)["params"]
+    assert p["time_emb_proj"]["kernel"].shape == (12, 16)
+    assert q["time_emb_proj"]["kernel"].shape == (12, 8)
+    zero = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+    p = {**p, "time_emb_proj": zero(p["time_emb_proj"])}
+    q = {**p, "time_emb_proj": zero(q["time_emb_proj"])}  # the same weights otherwise
+    np.testing.assert_allclose(ss.apply({"params": p}, x, temb),
+                               plain.apply({"params": q}, x, temb), atol=1e-6)
+    scale, shift = np.linspace(-0.5, 0.5, 8), np.linspace(1.0, -1.0, 8)
+    p["time_emb_proj"]["bias"] = jnp.asarray(np.concatenate([scale, shift]), jnp.float32)
+    got = ss.apply({"params": p}, x, temb)
+
+    def by_hand():
+        h = nn_silu(group_norm(4, 1e-6, "norm1").apply({"params": p["norm1"]}, x))
+        h = jax.lax.conv_general_dilated(h, p["conv1"]["kernel"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = group_norm(4, 1e-6, "norm2").apply({"params": p["norm2"]}, h + p["conv1"]["bias"])
+        h = nn_silu(h * (1 + scale) + shift)
+        h = jax.lax.conv_general_dilated(h, p["conv2"]["kernel"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return x + h + p["conv2"]["bias"]
+
+    np.testing.assert_allclose(got, by_hand(), atol=1e-5)
+
+
+def nn_silu(h):
+    return h * jax.nn.sigmoid(h)
+
+
+def test_unet_cond_attention_pos_embed():
+    """attention_pos_embed adds a learned [H W, inner] vector per token to the normalised
+    inputs of both attentions: zero vectors give the network without it (same weights), and
+    non-zero ones change the output (proj_out made non-zero: it is zero-initialised)."""
+    x, t = jax.random.normal(jax.random.key(1), (2, 8, 8, 3)), jnp.ones((2,))
+    kw = dict(context=jax.random.normal(jax.random.key(2), (2, 7, 6)),
+              context_mask=jnp.ones((2, 7)))
+    with_pos = models.get_model(_cond_config(attention_pos_embed=True))
+    plain = models.get_model(_cond_config())
+    variables = with_pos.init(jax.random.key(0), x, t, **kw)
+    pos = variables["params"]["down_blocks_0"]["attentions_0"]["pos_embed"]
+    assert pos.shape == (64, 8)  # 8x8 tokens at the first level, 2 heads x 4
+    flat = traverse_util.flatten_dict(variables["params"])
+    flat = {k: (0.3 * jax.random.normal(jax.random.key(len(k)), v.shape)
+                if "proj_out" in k else v) for k, v in flat.items()}  # zero at init
+    variables = {"params": traverse_util.unflatten_dict(flat)}
+    stripped = traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[-1] != "pos_embed"})
+    zeroed = traverse_util.unflatten_dict({k: (jnp.zeros_like(v) if k[-1] == "pos_embed" else v)
+                                           for k, v in flat.items()})
+    assert set(traverse_util.flatten_dict(plain.init(jax.random.key(0), x, t, **kw)["params"])) \
+        == set(traverse_util.flatten_dict(stripped))
+    out = plain.apply({"params": stripped}, x, t, **kw)
+    np.testing.assert_allclose(with_pos.apply({"params": zeroed}, x, t, **kw), out, atol=1e-6)
+    assert float(jnp.abs(with_pos.apply(variables, x, t, **kw) - out).max()) > 1e-3
+
 def test_text_factories():
     config = ml_collections.ConfigDict({"text": dict(encoder="clip", max_length=9, width=16,
                                                      layers=1, heads=2, intermediate_size=32),
