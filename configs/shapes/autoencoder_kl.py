@@ -8,10 +8,11 @@ objective without its perceptual term, whose weights are a download; the PatchGA
 samples/reconstructions_<step>.png and, at the end, autoencoder.json with the latent scale
 factor (1 / std of training latents) and the test PSNR.
 
-Expected (measured, 2 CPU cores shared with other jobs): test PSNR 26.5 dB at step 2000 with
-colours, shapes and positions intact in the reconstruction grid; scale factor 0.55; 11.5 min
-wall in all (about 6 steps/s). With L1 instead of L2 it was 14.0 dB at step 1500 (colourless
-blobs): on these mostly black images L1 is slow to leave the black median.
+Expected (measured, 2 idle CPU cores): test PSNR 26.5 dB at step 2000 with colours, shapes and
+positions intact in the reconstruction grid; scale factor 0.55; 144 s wall in all (about 15
+steps/s; 11.5 min when the cores were shared with other jobs). With L1 instead of L2 it was
+14.0 dB at step 1500 (colourless blobs): on these mostly black images L1 is slow to leave the
+black median.
 """
 
 import ml_collections
