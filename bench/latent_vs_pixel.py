@@ -7,7 +7,8 @@ training budget the prompt faithfulness and fd_shapes of each.
 Each run is `main.py --mode train` (training.max_seconds = budget) then `--mode eval` at one
 guidance scale, in subprocesses timed by /usr/bin/time (peak resident memory of the process).
 The autoencoder's own training is not part of the latent budget (it is trained once and
-shared); its time is printed beside the table when --autoencoder_seconds is given.
+shared). steps/s is the median over the log intervals after the first (which includes the
+compilation), or steps / budget when a run logged only once.
 """
 
 import argparse
@@ -44,6 +45,7 @@ def main():
     p.add_argument("--num_prompts", type=int, default=70)
     p.add_argument("--out", default="/tmp/latent_vs_pixel")
     a = p.parse_args()
+    os.makedirs(a.out, exist_ok=True)
     rows = []
     for name, config in CONFIGS.items():
         workdir = os.path.join(a.out, name.split()[0])
@@ -64,8 +66,11 @@ def main():
         evals = sorted(f for f in os.listdir(os.path.join(workdir, "eval")) if f.endswith(".json"))
         with open(os.path.join(workdir, "eval", evals[-1])) as f:
             res = json.load(f)["rows"][0]
-        rows.append({"run": name, "steps": recs[-1]["step"],
-                     "steps/s": float(np.median([r["steps_per_sec"] for r in recs[1:]] or [0])),
+        steps = max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                    if d.isdigit())  # the final checkpoint: the last step trained
+        rates = [r["steps_per_sec"] for r in recs[1:]]  # the first log interval compiles
+        rows.append({"run": name, "steps": steps,
+                     "steps/s": float(np.median(rates)) if rates else steps / a.budget,
                      "s/image": res["seconds_per_image"],
                      "peak MiB train": train_rss, "peak MiB eval": eval_rss,
                      **{k: res[k] for k in ("acc_colour", "acc_shape", "acc_size",

@@ -3,8 +3,10 @@
     python main.py --config configs/shapes/pixel_text.py --mode train --workdir runs/shapes_pixel
 
 One more level (32, 16, 8) so the attention resolutions match the latent run's 8x8 and 4x4.
-Expected: slower steps than the latent run for the same training.max_seconds (the comparison
-is bench/latent_vs_pixel.py); not yet measured to the end on 2 cores.
+Expected (bench/latent_vs_pixel.py, 2 idle CPU cores, 300 s of training each): 168 steps
+against the latent run's 1440, 0.67 s per sample against 0.04, twice the memory, and at w = 3
+colour 0.54, shape 0.44, size 0.81, position 0.17, fd_shapes 4.99 (latent: 0.97 / 0.64 / 0.99
+/ 1.00, fd_shapes 0.89).
 """
 
 import math
