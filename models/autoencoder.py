@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.conv import Conv
 from models.ldm_layers import (
     Downsample,
     ResnetBlock,
@@ -148,7 +149,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(self.ch, (3, 3), padding=((1, 1), (1, 1)), name="conv_in")(x)
+        x = Conv(self.ch, (3, 3), padding=((1, 1), (1, 1)), name="conv_in")(x)
         n = len(self.ch_mult)
         for i, mult in enumerate(self.ch_mult):
             x = ResnetStack(self.ch * mult, self.num_res_blocks, self.groups,
@@ -159,7 +160,7 @@ class Encoder(nn.Module):
                      name="mid_block")(x, train=train)
         x = nn.silu(group_norm(self.groups, 1e-6, "conv_norm_out")(x))
         out = 2 * self.z_channels if self.double_z else self.z_channels
-        return nn.Conv(out, (3, 3), padding=((1, 1), (1, 1)), name="conv_out")(x)
+        return Conv(out, (3, 3), padding=((1, 1), (1, 1)), name="conv_out")(x)
 
 
 class Decoder(nn.Module):
@@ -178,7 +179,7 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, z, train: bool = False):
         top = self.ch * self.ch_mult[-1]
-        x = nn.Conv(top, (3, 3), padding=((1, 1), (1, 1)), name="conv_in")(z)
+        x = Conv(top, (3, 3), padding=((1, 1), (1, 1)), name="conv_in")(z)
         x = MidBlock(top, self.groups, self.dropout, name="mid_block")(x, train=train)
         n = len(self.ch_mult)
         for i in range(n):
@@ -188,7 +189,7 @@ class Decoder(nn.Module):
                             resample="up" if i < n - 1 else "none", dropout=self.dropout,
                             name=f"up_blocks_{i}")(x, train=train)
         x = nn.silu(group_norm(self.groups, 1e-6, "conv_norm_out")(x))
-        return nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="conv_out")(x)
+        return Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="conv_out")(x)
 
 
 def check_autoencoder(ae: AutoencoderKL):
@@ -240,8 +241,8 @@ class AutoencoderKL(nn.Module):
                       dropout=self.dropout, groups=self.norm_num_groups)
         self.encoder = Encoder(z_channels=self.z_channels, double_z=self.double_z, **common)
         moments = 2 * self.embed_dim if self.double_z else self.embed_dim
-        self.quant_conv = nn.Conv(moments, (1, 1))
-        self.post_quant_conv = nn.Conv(self.z_channels, (1, 1))
+        self.quant_conv = Conv(moments, (1, 1))
+        self.post_quant_conv = Conv(self.z_channels, (1, 1))
         self.decoder = Decoder(out_channels=self.out_channels, **common)
 
     def encode(self, x, train: bool = False) -> DiagonalGaussian:
@@ -303,7 +304,7 @@ class PatchDiscriminator(nn.Module):
             check_groups("discriminator norm_num_groups", self.norm_num_groups, widths,
                          f"ndf={self.ndf}, n_layers={self.n_layers}")
         pad = ((1, 1), (1, 1))
-        conv = functools.partial(nn.Conv, kernel_size=(4, 4), padding=pad,
+        conv = functools.partial(Conv, kernel_size=(4, 4), padding=pad,
                                  kernel_init=nn.initializers.normal(0.02))  # as pix2pix
         x = nn.leaky_relu(conv(self.ndf, strides=(2, 2))(x), 0.2)
         for n in range(1, self.n_layers + 1):

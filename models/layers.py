@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import up_or_down_sampling as updown
+from models.conv import Conv
 from utils import ConfigError
 
 act = nn.swish
@@ -109,7 +110,7 @@ def conv3x3(x: jnp.ndarray, features: int, stride: int = 1, init_scale: float = 
     Returns:
       [B, H', W', features].
     """
-    return nn.Conv(features, (3, 3), strides=(stride, stride), padding=padding,
+    return Conv(features, (3, 3), strides=(stride, stride), padding=padding,
                    kernel_init=default_init(init_scale))(x)
 
 
@@ -122,7 +123,7 @@ def conv1x1(x: jnp.ndarray, features: int, init_scale: float = 1.0) -> jnp.ndarr
     Returns:
       [B, H, W, features].
     """
-    return nn.Conv(features, (1, 1), kernel_init=default_init(init_scale))(x)
+    return Conv(features, (1, 1), kernel_init=default_init(init_scale))(x)
 
 
 class NIN(nn.Module):

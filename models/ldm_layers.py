@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.conv import Conv
 from utils import ConfigError
 
 
@@ -80,7 +81,7 @@ class ResnetBlock(nn.Module):
     def __call__(self, x, temb=None, train: bool = False):
         """x: [B, H, W, C_in]; temb: [B, D] or None. Returns [B, H, W, out_channels]."""
         h = nn.silu(group_norm(self.groups, self.eps, "norm1")(x))
-        h = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="conv1")(h)
+        h = Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="conv1")(h)
         if temb is None:
             h = group_norm(self.groups, self.eps, "norm2")(h)
         elif self.scale_shift:
@@ -92,9 +93,9 @@ class ResnetBlock(nn.Module):
             h = group_norm(self.groups, self.eps, "norm2")(h + t[:, None, None, :])
         h = nn.silu(h)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(h)
+        h = Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="conv2")(h)
         if x.shape[-1] != self.out_channels:
-            x = nn.Conv(self.out_channels, (1, 1), name="conv_shortcut")(x)
+            x = Conv(self.out_channels, (1, 1), name="conv_shortcut")(x)
         return x + h
 
 
@@ -112,7 +113,7 @@ class Downsample(nn.Module):
     def __call__(self, x):
         """x: [B, H, W, C] -> [B, H/2, W/2, channels]."""
         pad = ((0, 1), (0, 1)) if self.asymmetric else ((1, 1), (1, 1))
-        return nn.Conv(self.channels, (3, 3), strides=(2, 2), padding=pad, name="conv")(x)
+        return Conv(self.channels, (3, 3), strides=(2, 2), padding=pad, name="conv")(x)
 
 
 class Upsample(nn.Module):
@@ -128,7 +129,7 @@ class Upsample(nn.Module):
     def __call__(self, x):
         """x: [B, H, W, C] -> [B, 2H, 2W, channels]."""
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return nn.Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), name="conv")(x)
+        return Conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), name="conv")(x)
 
 
 class SpatialSelfAttention(nn.Module):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.conv import Conv
 from utils import choose, require
 
 ACTIVATIONS = {
@@ -76,7 +77,7 @@ def ncsn_conv(x, features: int, kernel_size: int = 3, dilation: int = 1, bias: b
       [B, H, W, features].
     """
     fan_in = x.shape[-1] * kernel_size * kernel_size
-    return nn.Conv(
+    return Conv(
         features,
         (kernel_size, kernel_size),
         padding="SAME",

@@ -10,6 +10,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
+from models.conv import Conv
 from models.ldm_layers import Downsample, ResnetBlock, Upsample, attention, check_groups, group_norm
 from utils import ConfigError
 
@@ -136,7 +137,7 @@ class SpatialTransformer(nn.Module):
         b, hh, ww, c = x.shape
         inner = self.heads * self.head_dim
         proj = (lambda n, w, **kw: nn.Dense(w, name=n, **kw)) if self.use_linear_projection \
-            else (lambda n, w, **kw: nn.Conv(w, (1, 1), name=n, **kw))
+            else (lambda n, w, **kw: Conv(w, (1, 1), name=n, **kw))
         h = group_norm(self.groups, 1e-6, "norm")(x)
         h = proj("proj_in", inner)(h).reshape(b, hh * ww, inner)  # [B, HW, inner]
         # a learned vector per token position, added after the LayerNorms so that it is not
@@ -391,7 +392,7 @@ class UNetCond(nn.Module):
             temb = temb + PooledContextEmbedding(temb.shape[-1], name="add_embedding")(
                 context, context_mask)
         h = x if not self.coord_channels else jnp.concatenate([x, coordinates(x)], axis=-1)
-        h = nn.Conv(self.block_out_channels[0], (3, 3), padding=((1, 1), (1, 1)),
+        h = Conv(self.block_out_channels[0], (3, 3), padding=((1, 1), (1, 1)),
                     name="conv_in")(h)
         skips = [h]
         n = len(self.block_out_channels)
@@ -410,4 +411,4 @@ class UNetCond(nn.Module):
                                f"up_blocks_{i}")(h, temb, context, context_mask, skips, train)
         h = nn.silu(group_norm(self.norm_num_groups, self.norm_eps, "conv_norm_out")(h))
         out = self.out_channels or x.shape[-1]
-        return nn.Conv(out, (3, 3), padding=((1, 1), (1, 1)), name="conv_out")(h)
+        return Conv(out, (3, 3), padding=((1, 1), (1, 1)), name="conv_out")(h)
