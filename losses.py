@@ -348,7 +348,7 @@ def get_multi_step_fn(step_fn, train_key):
         return step_fn(st, batch, jax.random.fold_in(train_key, st.step))
 
     def multi_step(state, batches):
-        if jax.tree.leaves(batches)[0].shape[0] == 1:  # no loop: XLA:CPU is slow in scan bodies
+        if jax.tree.leaves(batches)[0].shape[0] == 1:  # one step needs no loop
             state, loss = body(state, jax.tree.map(lambda b: b[0], batches))
             return state, loss[None]
         return jax.lax.scan(body, state, batches)

@@ -63,6 +63,9 @@ def init_distributed() -> None:
 
 def main(argv):
     del argv
+    import cpu_defaults
+
+    cpu_defaults.apply()  # XLA_FLAGS, before JAX starts its backend
     import compile_cache
     from utils import ConfigError
 

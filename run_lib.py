@@ -375,7 +375,7 @@ class RunParts(NamedTuple):
     step_fn: (state, batch, rng) -> (state, loss). batches: start_step -> (step, n) -> [n, B, ...]
     pytree. snapshot: (ema_params, step, writer) -> None, writes samples / reconstructions.
     mesh: device mesh. finish: (state, workdir) -> None after the last step, or None.
-    convolutional: warn about n_jitted_steps > 1 on CPU. initial_params: given starting
+    convolutional: log images/s. initial_params: given starting
     parameters (fine-tuning a checkpoint), an argument of the initialiser, not a constant.
     """
 
@@ -447,9 +447,6 @@ def train(config, workdir: str) -> None:
     parts = get_parts(config, workdir)
     state = init_state(parts.make_params, parts.optimizer, parts.mesh, parts.initial_params)
     t = config.training
-    if parts.convolutional and t.n_jitted_steps > 1 and jax.default_backend() == "cpu":
-        logging.warning("training.n_jitted_steps=%d: on CPU, 1 trains convolutional networks "
-                        "about 10x faster (XLA:CPU is slow inside loops)", t.n_jitted_steps)
     max_seconds = float(t.get("max_seconds", 0) or 0)
 
     # --- Workdir: resume from the latest checkpoint ----------------------------------------

@@ -28,6 +28,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import cpu_defaults  # noqa: E402
+
+cpu_defaults.apply()  # the XLA:CPU defaults of main.py, before JAX starts
+
 import jax  # noqa: E402
 
 import models  # noqa: E402
