@@ -1,5 +1,5 @@
 """XLA:CPU settings scorelab uses by default, each measured (bench/train_vs_torch.py,
-bench/digits_train.py; figures in the README's performance section).
+bench/digits_train.py; figures in the README's "CPU speed" section).
 
 - `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`: convolutions run on
   XLA:CPU's Eigen kernels instead of YNNPACK. With jaxlib 0.10.2 on 2 cores, a profile of the

@@ -21,7 +21,7 @@ def get_default_configs():
     training = config.training
     training.batch_size = 64
     training.n_iters = 3000
-    # 10 steps per call: 104 ms a step against 161 ms one call per step (2 cores, measured;
+    # 10 steps per call: 93.6 ms a step against 120.2 ms one call per step (2 cores,
     # bench/digits_train.py). Scanned steps were 30x slower before models/conv.py.
     training.n_jitted_steps = 10
     training.log_freq = 100

@@ -12,9 +12,10 @@ they cost about the same as lax's (`bench/conv_grad.py` prints the table).
 
 `conv_general_dilated` has `lax.conv_general_dilated`'s signature. It takes this path on the
 CPU backend for NHWC/HWIO convolutions without dilation or grouping (every convolution of the
-networks here except the depthwise FIR filters) and is `lax.conv_general_dilated` otherwise, or
-everywhere when `SCORELAB_CONV_GRAD=xla`. The values and gradients are the same convolutions
-summed in another order (tests/test_conv.py compares them with `lax`'s).
+networks here except the depthwise FIR filters and NCSN's dilated ones) and is
+`lax.conv_general_dilated` otherwise, or everywhere when `SCORELAB_CONV_GRAD=xla`. The values
+and gradients are the same convolutions summed in another order (tests/test_conv.py compares
+them with `lax`'s).
 """
 
 from __future__ import annotations

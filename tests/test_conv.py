@@ -7,6 +7,7 @@ not, inside and outside `lax.scan`; then 20 DDPM train steps under the defaults 
 with 20 steps under XLA's own gradients and flags, in a subprocess.
 """
 
+import functools
 import itertools
 import json
 import os
@@ -94,14 +95,25 @@ def test_which_convolutions_take_the_explicit_path(monkeypatch):
     w = jnp.ones((3, 3, 4, 4))
     assert _uses_custom_vjp(lambda a, b: _ours(a, b, (1, 1), "SAME"), x, w)
     # dilation, grouping (the depthwise FIR filters) and a pad >= the kernel fall back to lax
-    dil = lambda a, b: conv.conv_general_dilated(a, b, (1, 1), "SAME", rhs_dilation=(2, 2),  # noqa: E731
-                                                 dimension_numbers=DN)
-    grp = lambda a, b: conv.conv_general_dilated(a, b[:, :, :1], (1, 1), "SAME",  # noqa: E731
-                                                 dimension_numbers=DN, feature_group_count=4)
-    big = lambda a, b: _ours(a, b, (1, 1), ((3, 3), (0, 0)))  # noqa: E731
-    for f in (dil, grp, big):
-        assert not _uses_custom_vjp(f, x, w)
-        np.testing.assert_array_equal(jax.jit(f)(x, w), jax.jit(lambda a, b, f=f: f(a, b))(x, w))
+    x = jax.random.normal(jax.random.PRNGKey(0), x.shape)
+    w = jax.random.normal(jax.random.PRNGKey(1), w.shape)
+    cases = (dict(rhs_dilation=(2, 2)), dict(feature_group_count=4),
+             dict(padding=((3, 3), (0, 0))))
+    for kw in cases:
+        kw = {"padding": "SAME", **kw}
+        wk = w[:, :, :1] if "feature_group_count" in kw else w
+
+        def ours(a, b, kw=kw):
+            return conv.conv_general_dilated(a, b, (1, 1), dimension_numbers=DN, **kw)
+
+        def ref(a, b, kw=kw):
+            return lax.conv_general_dilated(a, b, (1, 1), dimension_numbers=DN, **kw)
+
+        assert not _uses_custom_vjp(ours, x, wk)
+        dy = jnp.ones_like(ref(x, wk))
+        for o, r in zip(jax.jit(functools.partial(_vjp, ours))(x, wk, dy),
+                        jax.jit(functools.partial(_vjp, ref))(x, wk, dy), strict=True):
+            np.testing.assert_allclose(o, r, rtol=1e-6, atol=1e-5)
     monkeypatch.setenv("SCORELAB_CONV_GRAD", "xla")
     assert not _uses_custom_vjp(lambda a, b: _ours(a, b, (1, 1), "SAME"), x, w)
 
