@@ -65,7 +65,7 @@ def main(argv):
     del argv
     import cpu_defaults
 
-    cpu_defaults.apply()  # XLA_FLAGS, before JAX starts its backend
+    cpu_defaults.apply()  # XLA_FLAGS, dispatch mode, malloc: before JAX starts its backend
     import compile_cache
     from utils import ConfigError
 

@@ -4,7 +4,7 @@
 
 Rows: the train step (batch 64, 16x16, DDPM++ with 12 base channels) in a fresh process per
 setting, one call per step or `lax.scan` over 10 steps per call: before (XLA's own convolution
-gradients, no cpu_defaults.py flags), with models/conv.py's explicit gradients, and with both
+gradients, no cpu_defaults.py settings), with models/conv.py's explicit gradients, and with both
 (the defaults). Each cell: compile + first call, and the median per-step time of --calls
 further calls. With --full it also times the README command itself, `python main.py --config
 configs/digits/vp_ddpmpp.py` (3000 steps, two sample grids, checkpoints), before and after, in
@@ -26,12 +26,12 @@ sys.path.insert(0, ROOT)
 
 BEFORE = {"SCORELAB_CONV_GRAD": "xla", "SCORELAB_XLA_DEFAULTS": "off"}
 SETTINGS = [  # (name, environment, steps per call)
-    ("before: lax gradients, no XLA flags", BEFORE, 1),
-    ("before: lax gradients, no XLA flags", BEFORE, 10),
+    ("before: lax gradients, no cpu_defaults.py", BEFORE, 1),
+    ("before: lax gradients, no cpu_defaults.py", BEFORE, 10),
     ("explicit gradients (models/conv.py)", {"SCORELAB_XLA_DEFAULTS": "off"}, 1),
     ("explicit gradients (models/conv.py)", {"SCORELAB_XLA_DEFAULTS": "off"}, 10),
-    ("explicit gradients + Eigen convolutions (defaults)", {}, 1),
-    ("explicit gradients + Eigen convolutions (defaults)", {}, 10),
+    ("explicit gradients + cpu_defaults.py (the defaults)", {}, 1),
+    ("explicit gradients + cpu_defaults.py (the defaults)", {}, 10),
 ]
 
 CHILD = r"""
@@ -91,8 +91,10 @@ def step_rows(calls: int) -> list[dict]:
 
 def full_rows() -> list[tuple[str, float]]:
     rows = []
-    for name, extra, n in (("before (n_jitted_steps 1, lax gradients, no XLA flags)", BEFORE, 1),
-                           ("defaults (n_jitted_steps 10, explicit gradients, Eigen)", {}, 10)):
+    for name, extra, n in (("before (1 step per call, lax gradients, no cpu_defaults.py)",
+                            BEFORE, 1),
+                           ("defaults (10 steps per call, explicit gradients, cpu_defaults.py)",
+                            {}, 10)):
         print(f"running main.py: {name} ...", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "main.py", "--config", "configs/digits/vp_ddpmpp.py",

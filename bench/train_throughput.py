@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cpu_defaults  # noqa: E402
 
-cpu_defaults.apply()  # the XLA:CPU defaults of main.py, before JAX starts
+cpu_defaults.apply()  # the CPU defaults of main.py, before JAX starts
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cpu_defaults  # noqa: E402
 
-cpu_defaults.apply()  # the XLA:CPU defaults of main.py, before JAX starts
+DEFAULTS = cpu_defaults.apply()  # the CPU defaults of main.py, before JAX starts
 
 import jax  # noqa: E402
 
@@ -205,7 +205,7 @@ def main():
         print(f"torch {info['torch']} ({info['threads']} threads), diffusers UNet2DModel "
               f"{info['params'] / 1e6:.1f}M parameters, dropout {info['dropout']}")
     print(f"scorelab DDPM {n_params / 1e6:.1f}M parameters, jax {jax.__version__}, "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}\n")
+          f"CPU defaults: {DEFAULTS or 'off'}\n")
     print("| what | scorelab (JAX) s | diffusers (torch eager) s | torch / scorelab |")
     print("|---|---:|---:|---:|")
     for what, j, t in ((f"train step, batch {args.batch}", j_train, t_train),

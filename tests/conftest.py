@@ -14,7 +14,7 @@ import cpu_defaults
 
 def pytest_configure(config):
     del config
-    cpu_defaults.apply()  # the XLA:CPU defaults of main.py, here and in subprocesses
+    cpu_defaults.apply()  # the CPU defaults of main.py, here and in subprocesses
     if not os.environ.get(compile_cache.ENV_VAR):
         os.environ[compile_cache.ENV_VAR] = tempfile.mkdtemp(prefix="scorelab_jax_cache_")
     compile_cache.setup()

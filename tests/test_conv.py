@@ -1,16 +1,18 @@
-"""models/conv.py (explicit canonical convolution gradients) and cpu_defaults.py (XLA flags),
-the CPU defaults adopted for speed.
+"""models/conv.py (explicit canonical convolution gradients) and cpu_defaults.py (XLA flags,
+dispatch mode and malloc settings), the CPU defaults adopted for speed.
 
 Values and gradients are compared with `lax.conv_general_dilated`'s own (autodiff through its
 transpose rules), for strides, paddings and kernel sizes the networks use and odd ones they do
 not, inside and outside `lax.scan`; then 20 DDPM train steps under the defaults are compared
-with 20 steps under XLA's own gradients and flags, in a subprocess.
+with 20 steps under XLA's own gradients and settings, in a subprocess, which also shows the
+page faults the malloc and dispatch defaults remove.
 """
 
 import functools
 import itertools
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -147,21 +149,38 @@ def train_small_ddpm(steps: int = 20):
     return np.array(step_losses), [np.asarray(p) for p in jax.tree.leaves(state.params)]
 
 
+def page_faults_per_call(calls: int = 4) -> float:
+    """Minor page faults per call of a jitted program whose loop carries a 64 MiB temporary."""
+    x = jnp.ones((4096, 4096))
+    f = jax.jit(lambda x: jnp.sum(lax.fori_loop(0, 2, lambda i, y: y * 1.5 + 1.0, x * 2.0)))
+    for _ in range(2):  # the heap reaches its size
+        f(x).block_until_ready()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        f(x).block_until_ready()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 CHILD = """
 import json, os, sys
 sys.path.insert(0, "tests")
-from test_conv import train_small_ddpm
+import jax
+from test_conv import page_faults_per_call, train_small_ddpm
 assert "ynn_fusion_type" not in os.environ.get("XLA_FLAGS", "")
+assert jax.config._read("jax_cpu_enable_async_dispatch")
 step_losses, params = train_small_ddpm()
-print(json.dumps({"losses": step_losses.tolist(), "params": [p.tolist() for p in params]}))
+print(json.dumps({"losses": step_losses.tolist(), "params": [p.tolist() for p in params],
+                  "faults": page_faults_per_call()}))
 """
 
 
 def test_cpu_defaults_give_the_same_20_train_steps():
     """The CPU defaults adopted for speed (explicit convolution gradients, cpu_defaults.py's XLA
-    flags; this session runs with both) against XLA's own gradients and flags (a subprocess
-    with SCORELAB_CONV_GRAD=xla and SCORELAB_XLA_DEFAULTS=off)."""
+    flag, dispatch mode and malloc settings; this session runs with all of them) against XLA's
+    own gradients and JAX's own settings (a subprocess with SCORELAB_CONV_GRAD=xla and
+    SCORELAB_XLA_DEFAULTS=off)."""
     assert "ynn_fusion_type" in os.environ["XLA_FLAGS"] and conv.enabled()
+    assert not jax.config._read("jax_cpu_enable_async_dispatch")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(SCORELAB_CONV_GRAD="xla", SCORELAB_XLA_DEFAULTS="off")
     child = subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE,
@@ -174,6 +193,10 @@ def test_cpu_defaults_give_the_same_20_train_steps():
     np.testing.assert_allclose(new_losses, old["losses"], rtol=1e-4)
     for a, b in zip(new_params, old["params"], strict=True):
         np.testing.assert_allclose(a, np.array(b), rtol=1e-3, atol=1e-5)
+    # JAX's defaults map the 64 MiB temporary afresh on each call (16384 pages of 4 KiB on
+    # Linux); the defaults here reuse it.
+    faults = page_faults_per_call()
+    assert old["faults"] > 10 * faults + 10, (old["faults"], faults)
 
 
 def test_cpu_defaults_respect_the_user():
@@ -187,3 +210,4 @@ def test_cpu_defaults_respect_the_user():
                                         "-individual_convolution"]
     env = {"SCORELAB_XLA_DEFAULTS": "off"}
     assert cpu_defaults.apply(env) == [] and "XLA_FLAGS" not in env
+    assert cpu_defaults.apply(env, process=True) == []  # off leaves the process alone too
