@@ -35,6 +35,8 @@ CONFIGS = {  # name -> (config module, overrides, run the first sample batch)
 _CHILD = r"""
 import importlib, json, sys, time
 sys.path.insert(0, {root!r})
+import cpu_defaults
+cpu_defaults.apply()  # as main.py does, before JAX starts
 import compile_cache
 compile_cache.setup()
 import jax, jax.numpy as jnp, numpy as np
