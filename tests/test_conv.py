@@ -211,7 +211,9 @@ def test_cpu_defaults_give_the_same_20_train_steps():
                          text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr[-2000:]
     faults = json.loads(out.stdout.strip().splitlines()[-1])
-    assert old["faults"] > 10 * faults + 10, (old["faults"], faults)
+    # Most calls fault nothing; depending on where the heap's top lies, a process can still
+    # fault 16 MB (4096 pages) per call, a quarter of the temporary, so the bound is a half.
+    assert old["faults"] > 2 * faults + 10, (old["faults"], faults)
 
 
 def test_cpu_defaults_respect_the_user():
